@@ -1,0 +1,63 @@
+"""The ``allinone`` command: one subcommand per module in ``allinone.commands``."""
+from __future__ import annotations
+
+import os
+
+# No hub access ever: weights come from checkpoints/, packages or local paths.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import sys  # noqa: E402
+
+from . import __version__, console  # noqa: E402
+
+COMMANDS = ("demo", "degrade", "contact_sheet")
+
+
+class UserError(Exception):
+    """A problem with the user's input or request: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="allinone",
+        description="Degradation-aware restoration and fusion of infrared and visible images.")
+    parser.add_argument("--version", action="version", version=f"allinone {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch threads in this process (default: %(default)s)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"allinone.commands.{name}").register(subparsers)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from degradations.benchmark import BenchmarkError
+    from degradations.io import ImageReadError
+    from degradations.pairs import PairingError
+
+    return (UserError, BenchmarkError, ImageReadError, PairingError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console.setup_logging(args.verbose)
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:
+        console.error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        console.error("interrupted; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""The degraded-benchmark generator behind ``allinone degrade``.
+
+Layout of an output folder::
+
+    out/
+      run.json                 what was asked (inputs, recipes, levels, seed, ...); resume checks it
+      manifest.jsonl           one record per (pair, recipe, level), sorted; written when the run completes
+      manifest.partial.jsonl   records of finished items while the run is under way (resume reads it)
+      README.md                what the benchmark is and how to regenerate it
+      clean/{ir,vi}/NAME.png   the clean sources as they were read (IR one channel, aligned)
+      RECIPE/LEVEL/{ir,vi}/NAME.png
+
+Every image is written atomically, and a record is appended only after both of its images exist, so a
+killed run resumes where it stopped. Each item is rendered with one torch thread from a seed that
+depends only on (seed, pair name, recipe, level), so any number of workers writes the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from . import recipes as recipes_mod
+from .io import encode_png, write_bytes_atomic
+from .pairs import Pair, PairingError, check_sizes, find_pairs, load_pair
+from .recipes import Plan, Step, apply_steps, item_seed, plan
+
+log = logging.getLogger("degradations")
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.jsonl"
+PARTIAL = "manifest.partial.jsonl"
+RUN_FILE = "run.json"
+
+
+class BenchmarkError(RuntimeError):
+    """The run cannot go ahead as asked; the message says why and what to do."""
+
+
+@dataclass
+class BenchmarkConfig:
+    ir_dir: str
+    vi_dir: str
+    recipes: list[str]
+    levels: list[int]
+    seed: int = 0
+    align: str = "error"  # "error" or "resize" (IR resized to the VIS size)
+    ir_bits: int | None = None
+    depth_model: str | None = None  # local Depth Anything V2 folder; None: env var / HF cache / heuristic
+    pairs: list[str] = field(default_factory=list)
+    version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Item:
+    pair: Pair
+    recipe: str
+    level: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.recipe, self.level, self.pair.name)
+
+
+# --- rendering one item (shared by generation and replay) -----------------------------------------------
+
+_DEPTH = None  # per-process DepthCache, built on first use
+
+
+def _depth_for(vi: torch.Tensor, vi_path: Path, depth_model: str | None, cache_dir: Path):
+    """Depth of the clean VIS image, through the per-process cache. Returns (depth, source)."""
+    global _DEPTH
+    from .depth import DepthCache, DepthEstimator
+
+    if _DEPTH is None:
+        _DEPTH = DepthCache(cache_dir, DepthEstimator.load(depth_model))
+    key = hashlib.sha256(Path(vi_path).read_bytes()).hexdigest() + f"-{vi.shape[-2]}x{vi.shape[-1]}"
+    # Cached maps are stored in float16; round fresh ones the same way so a cache hit and a miss agree.
+    depth = _DEPTH(vi, key=key).half().float()
+    return depth, _DEPTH.estimator.source
+
+
+def render(steps: list[Step], pair: Pair, cfg: BenchmarkConfig, cache_dir: Path):
+    """Clean and degraded PNG bytes of one item, and the depth source used (None if no haze)."""
+    ir, vi = load_pair(pair, cfg.align, cfg.ir_bits)
+    depth = source = None
+    if any(recipes_mod.OPS[s.op].needs_depth for s in steps):
+        depth, source = _depth_for(vi, pair.vi, cfg.depth_model, cache_dir)
+    with torch.inference_mode():
+        ir_d, vi_d = apply_steps(steps, ir, vi, depth)
+    return {"clean_ir": encode_png(ir), "clean_vi": encode_png(vi),
+            "ir": encode_png(ir_d), "vi": encode_png(vi_d)}, source
+
+
+def output_paths(item_or_record: Item | dict[str, Any]) -> dict[str, str]:
+    """Paths (relative to the benchmark folder) of an item's images."""
+    if isinstance(item_or_record, Item):
+        recipe, level, name = item_or_record.recipe, item_or_record.level, item_or_record.pair.name
+    else:
+        recipe, level, name = item_or_record["recipe"], item_or_record["level"], item_or_record["name"]
+    return {"ir": f"{recipe}/{level}/ir/{name}.png", "vi": f"{recipe}/{level}/vi/{name}.png",
+            "clean_ir": f"clean/ir/{name}.png", "clean_vi": f"clean/vi/{name}.png"}
+
+
+def _write_outputs(out: Path, paths: dict[str, str], images: dict[str, bytes]) -> dict[str, str]:
+    for role, data in images.items():
+        target = out / paths[role]
+        # Clean images are shared by every item of a pair: identical bytes, so skip rewriting them.
+        if not (role.startswith("clean_") and target.exists()):
+            write_bytes_atomic(target, data)
+    return {role: hashlib.sha256(data).hexdigest() for role, data in images.items() if not role.startswith("clean_")}
+
+
+def _make_record(item: Item, cfg: BenchmarkConfig, p: Plan, depth_source: str | None,
+                 digests: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": item.pair.name,
+        "recipe": item.recipe,
+        "level": item.level,
+        "seed": cfg.seed,
+        "item_seed": item_seed(cfg.seed, item.pair.name, item.recipe, item.level),
+        "ir_source": str(item.pair.ir),
+        "vi_source": str(item.pair.vi),
+        "degradations": p.degradations,
+        "levels": p.levels,
+        "prompt": p.prompt,
+        "steps": [s.to_dict() for s in p.steps],
+        "depth_source": depth_source,
+        "outputs": {k: v for k, v in output_paths(item).items() if not k.startswith("clean_")},
+        "sha256": digests,
+    }
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _generate_item(item: Item, cfg: BenchmarkConfig, out: Path) -> dict[str, Any]:
+    p = plan(item.recipe, item.level, item_seed(cfg.seed, item.pair.name, item.recipe, item.level))
+    images, source = render(p.steps, item.pair, cfg, out / ".cache" / "depth")
+    digests = _write_outputs(out, output_paths(item), images)
+    return _make_record(item, cfg, p, source, digests)
+
+
+def _replay_item(record: dict[str, Any], pair: Pair, cfg: BenchmarkConfig, out: Path) -> dict[str, Any]:
+    steps = [Step.from_dict(s) for s in record["steps"]]
+    images, _ = render(steps, pair, cfg, out / ".cache" / "depth")
+    digests = _write_outputs(out, output_paths(record), images)
+    return {"key": (record["recipe"], record["level"], record["name"]), "sha256": digests}
+
+
+def _run_tasks(fn, tasks: list[tuple], workers: int, desc: str) -> Iterator[Any]:
+    """Yield fn(*task) for every task, in completion order, with a progress bar."""
+    bar = tqdm(total=len(tasks), desc=desc, unit="item", dynamic_ncols=True)
+    try:
+        if workers <= 1:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(1)  # same arithmetic as a worker process, hence the same bytes
+            try:
+                for task in tasks:
+                    yield fn(*task)
+                    bar.update()
+            finally:
+                torch.set_num_threads(previous)
+            return
+        # spawn, not fork: forking a process whose torch thread pool is running can deadlock.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+            futures = [pool.submit(fn, *task) for task in tasks]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+                    bar.update()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        bar.close()
+
+
+# --- the run folder: config, resume, manifest -----------------------------------------------------------
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON Lines file; a torn last line (a kill mid-append) is ignored."""
+    records = []
+    if not path.exists():
+        return records
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                log.warning("%s: ignoring a torn last line (interrupted write)", path)
+                continue
+            raise BenchmarkError(f"{path}: line {i + 1} is not valid JSON")
+    return records
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(f"{path}: manifest not found")
+    return _read_jsonl(path)
+
+
+def _sort_key(record: dict[str, Any]) -> tuple:
+    return (record["recipe"], record["level"], record["name"])
+
+
+def _dump_manifest(records: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in sorted(records, key=_sort_key)).encode()
+
+
+def _check_not_inputs(out: Path, cfg: BenchmarkConfig) -> None:
+    out = out.resolve()
+    for label, folder in (("IR", cfg.ir_dir), ("VIS", cfg.vi_dir)):
+        src = Path(folder).resolve()
+        if out == src or src in out.parents or out in src.parents:
+            raise BenchmarkError(f"output folder {out} overlaps the {label} input folder {src}; "
+                                 "choose an --out outside the inputs")
+
+
+def _clear_previous(out: Path, old: dict[str, Any] | None, cfg: BenchmarkConfig) -> None:
+    """Remove what a previous run wrote (only its known files and folders, never anything else)."""
+    recipes = set(cfg.recipes) | set((old or {}).get("recipes", []))
+    for name in [*recipes, "clean", ".cache"]:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in (MANIFEST, PARTIAL, RUN_FILE, "README.md"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _prepare_out(out: Path, cfg: BenchmarkConfig, overwrite: bool) -> None:
+    """Create, resume or (with overwrite) clear the output folder; refuse anything else."""
+    run_file = out / RUN_FILE
+    if run_file.exists():
+        old = json.loads(run_file.read_text())
+        if old == cfg.to_json() and not overwrite:
+            return  # resume (or nothing left to do)
+        if not overwrite:
+            raise BenchmarkError(
+                f"{out} holds a different benchmark (see {run_file}); pass --overwrite to replace it, "
+                "or choose another --out")
+        _clear_previous(out, old, cfg)
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise BenchmarkError(f"{out} exists and is not empty; pass --overwrite to write into it, "
+                                 "or choose another --out")
+        _clear_previous(out, None, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(run_file, (json.dumps(cfg.to_json(), indent=2, sort_keys=True) + "\n").encode())
+
+
+def _finish(out: Path, records: list[dict[str, Any]], cfg: BenchmarkConfig) -> None:
+    write_bytes_atomic(out / MANIFEST, _dump_manifest(records))
+    write_bytes_atomic(out / "README.md", _readme(cfg, records).encode())
+    (out / PARTIAL).unlink(missing_ok=True)
+
+
+def _readme(cfg: BenchmarkConfig, records: list[dict[str, Any]]) -> str:
+    depth = sorted({r["depth_source"] for r in records if r.get("depth_source")})
+    return f"""# Degraded IR/VIS benchmark
+
+Generated by `allinone degrade` (format version {cfg.version}).
+
+- Clean sources: IR `{cfg.ir_dir}`, VIS `{cfg.vi_dir}` ({len(cfg.pairs)} pairs); copies as read in `clean/`
+  (IR one channel{', IR resized to the VIS size' if cfg.align == 'resize' else ''}).
+- Recipes: {', '.join(cfg.recipes)}; levels: {', '.join(map(str, cfg.levels))}; seed: {cfg.seed}.
+- Depth for haze: {', '.join(depth) if depth else 'not used'}.
+- Layout: `RECIPE/LEVEL/ir/NAME.png` and `RECIPE/LEVEL/vi/NAME.png` ({len(records)} degraded pairs).
+- `manifest.jsonl`: one JSON record per degraded pair with every sampled parameter (`steps`), the
+  degradation labels and levels, the text prompt, and the SHA-256 of both images.
+
+Regenerate it bit-exact with:
+
+    allinone degrade --replay manifest.jsonl --out OTHER_FOLDER
+"""
+
+
+def generate(cfg: BenchmarkConfig, out: str | os.PathLike, *, workers: int = 1,
+             overwrite: bool = False) -> list[dict[str, Any]]:
+    """Generate (or resume) a benchmark; returns the sorted manifest records."""
+    out = Path(out)
+    for recipe in cfg.recipes:
+        if recipe not in recipes_mod.RECIPES:
+            raise BenchmarkError(f"unknown recipe {recipe!r}; known: {', '.join(recipes_mod.RECIPES)}")
+    for level in cfg.levels:
+        if not 1 <= level <= 5:
+            raise BenchmarkError(f"severity level must be 1..5, got {level}")
+    pairs = find_pairs(cfg.ir_dir, cfg.vi_dir)
+    if cfg.align != "resize":
+        problems = check_sizes(pairs)
+        if problems:
+            raise PairingError(f"{len(problems)} pair(s) with different IR and VIS sizes "
+                               "(pass --align resize to resize IR to the VIS size):\n" + "\n".join(problems))
+    cfg.pairs = [p.name for p in pairs]
+    _check_not_inputs(out, cfg)
+    _prepare_out(out, cfg, overwrite)
+
+    items = [Item(p, r, lv) for r in cfg.recipes for lv in cfg.levels for p in pairs]
+    done = {_sort_key(r): r for r in _read_jsonl(out / PARTIAL)}
+    if (out / MANIFEST).exists():
+        done.update({_sort_key(r): r for r in _read_jsonl(out / MANIFEST)})
+    # An item counts as done only if its images are really there.
+    done = {k: r for k, r in done.items() if all((out / p).exists() for p in r["outputs"].values())}
+    todo = [it for it in items if it.key not in done]
+    if done and todo:
+        log.info("resuming: %d of %d items already done", len(done), len(items))
+    if todo:
+        with open(out / PARTIAL, "a") as partial:
+            for record in _run_tasks(_generate_item, [(it, cfg, out) for it in todo], workers, "degrading"):
+                partial.write(json.dumps(record, sort_keys=True) + "\n")
+                partial.flush()
+                done[_sort_key(record)] = record
+    records = [done[it.key] for it in items]
+    _finish(out, records, cfg)
+    return sorted(records, key=_sort_key)
+
+
+def replay(manifest: str | os.PathLike, out: str | os.PathLike, *, ir_dir: str | None = None,
+           vi_dir: str | None = None, workers: int = 1, overwrite: bool = False) -> list[str]:
+    """Regenerate the benchmark of ``manifest`` into ``out``; returns the items whose bytes differ.
+
+    ``ir_dir``/``vi_dir`` point at the clean sources when they moved since the manifest was written.
+    """
+    manifest = Path(manifest)
+    records = read_manifest(manifest)
+    run_file = manifest.parent / RUN_FILE
+    if not run_file.exists():
+        raise BenchmarkError(f"{run_file}: missing (replay needs the run.json next to the manifest)")
+    cfg = BenchmarkConfig(**json.loads(run_file.read_text()))
+    if ir_dir:
+        cfg.ir_dir = ir_dir
+    if vi_dir:
+        cfg.vi_dir = vi_dir
+    out = Path(out)
+    if out.resolve() == manifest.parent.resolve():
+        raise BenchmarkError("replay must write to another folder than the manifest's")
+    _check_not_inputs(out, cfg)
+    _prepare_out(out, cfg, overwrite)
+
+    def source(recorded: str, moved_to: str | None) -> Path:
+        return Path(moved_to) / Path(recorded).name if moved_to else Path(recorded)
+
+    tasks = []
+    for r in records:
+        pair = Pair(r["name"], source(r["ir_source"], ir_dir), source(r["vi_source"], vi_dir))
+        for path in (pair.ir, pair.vi):
+            if not path.exists():
+                raise BenchmarkError(f"{path}: clean source of {r['name']} not found; pass --ir/--vi")
+        tasks.append((r, pair, cfg, out))
+    mismatched = []
+    expected = {_sort_key(r): r["sha256"] for r in records}
+    for result in _run_tasks(_replay_item, tasks, workers, "replaying"):
+        if result["sha256"] != expected[result["key"]]:
+            mismatched.append("/".join(map(str, result["key"])))
+    _finish(out, records, cfg)
+    return sorted(mismatched)

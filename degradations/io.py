@@ -1,0 +1,127 @@
+"""Reading IR/VIS images into tensors and writing results atomically.
+
+IR is always one channel: an RGB-encoded thermal image (LLVIP, M3FD and TNO ship gray-in-RGB files) is
+reduced to luminance. VIS keeps its colour, except that a gray image (mode L, or RGB with three equal
+channels) stays one channel so that per-channel noise never paints colour into a gray picture.
+Integer images are scaled by their container range (8-bit by 255, 16-bit by 65535); a thermal camera
+that stores 12- or 14-bit counts in 16-bit files is read correctly with ``ir_bits=12`` / ``14``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An input image could not be read; the message names the file."""
+
+
+def _read_array(path: Path) -> np.ndarray:
+    try:
+        arr = iio.imread(path)
+    except Exception as exc:  # imageio raises many types for broken files
+        raise ImageReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # drop alpha
+        arr = arr[..., :-1]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3)):
+        raise ImageReadError(f"{path}: unsupported image layout {arr.shape}")
+    if arr.size == 0:
+        raise ImageReadError(f"{path}: empty image")
+    return arr
+
+
+def _to_unit(arr: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        scale = float(2 ** bits - 1) if bits else 65535.0
+        return np.clip(arr.astype(np.float32) / scale, 0.0, 1.0)
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        return np.clip(arr.astype(np.float32), 0.0, 1.0)
+    raise ImageReadError(f"{path}: unsupported pixel type {arr.dtype}")
+
+
+def _luma(arr: np.ndarray) -> np.ndarray:
+    """Rec. 601 luminance of (H, W, 3) in [0, 1]."""
+    return arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+
+
+def read_ir(path: str | os.PathLike, bits: int | None = None) -> torch.Tensor:
+    """Read a thermal image as a (1, 1, H, W) float32 tensor in [0, 1], whatever its file mode."""
+    path = Path(path)
+    arr = _to_unit(_read_array(path), path, bits)
+    if arr.ndim == 3:
+        arr = arr[..., 0] if arr.shape[-1] == 1 else _luma(arr)
+    return torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+
+
+def read_vis(path: str | os.PathLike) -> torch.Tensor:
+    """Read a visible image as (1, 3, H, W), or (1, 1, H, W) when the image is gray, float32 in [0, 1]."""
+    path = Path(path)
+    arr = _to_unit(_read_array(path), path)
+    if arr.ndim == 3 and arr.shape[-1] == 3 and not (
+        np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])
+    ):
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
+    gray = arr if arr.ndim == 2 else arr[..., 0]
+    return torch.from_numpy(np.ascontiguousarray(gray))[None, None]
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ImageReadError(f"{path}: cannot read image header ({exc})") from exc
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) or (C, H, W) in [0, 1] -> (H, W) or (H, W, 3) uint8, rounding to nearest."""
+    if x.dim() == 4:
+        x = x[0]
+    arr = (x.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def encode_png(x: torch.Tensor | np.ndarray) -> bytes:
+    arr = to_uint8(x) if isinstance(x, torch.Tensor) else x
+    buf = io.BytesIO()
+    iio.imwrite(buf, arr, extension=".png")
+    return buf.getvalue()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename,
+    so a kill leaves either the old file or the complete new one, never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_png(path: str | os.PathLike, x: torch.Tensor | np.ndarray) -> bytes:
+    """Encode ``x`` as 8-bit PNG and write it atomically; returns the bytes written."""
+    data = encode_png(x)
+    write_bytes_atomic(path, data)
+    return data

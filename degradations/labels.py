@@ -1,0 +1,51 @@
+"""The degradation vocabulary shared by the synthesizer, the prompts and the models.
+
+A degradation label vector has one entry per name in ``DEGRADATION_TYPES``; the entry is
+``level / MAX_LEVEL`` (0 when the degradation is absent), so a model sees both which
+degradations are present and how strong they are.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+MAX_LEVEL = 5
+
+# Order is part of the checkpoint format: append new names, never reorder.
+DEGRADATION_TYPES: tuple[str, ...] = (
+    "lowlight",
+    "overexposure",
+    "haze",
+    "rain",
+    "blur",
+    "lowres",
+    "noise",
+    "jpeg",
+    "low_contrast",
+    "ir_stripe",
+)
+
+
+def label_vector(levels: Mapping[str, int]) -> torch.Tensor:
+    """Encode ``{"haze": 3, "noise": 1}`` as a float vector of shape ``(len(DEGRADATION_TYPES),)``."""
+    vec = torch.zeros(len(DEGRADATION_TYPES))
+    for name, level in levels.items():
+        if name not in DEGRADATION_TYPES:
+            raise ValueError(f"unknown degradation {name!r}; known: {', '.join(DEGRADATION_TYPES)}")
+        if not 0 <= int(level) <= MAX_LEVEL:
+            raise ValueError(f"level of {name!r} must be in 0..{MAX_LEVEL}, got {level}")
+        vec[DEGRADATION_TYPES.index(name)] = int(level) / MAX_LEVEL
+    return vec
+
+
+def parse_degradation_spec(spec: str) -> dict[str, int]:
+    """Parse the CLI form ``"haze:3,lowlight:2"`` into ``{"haze": 3, "lowlight": 2}``."""
+    levels: dict[str, int] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, level = item.partition(":")
+        if not level.strip().isdigit():
+            raise ValueError(f"expected NAME:LEVEL in {spec!r}, got {item!r}")
+        levels[name.strip()] = int(level)
+    label_vector(levels)  # validates names and levels
+    return levels
