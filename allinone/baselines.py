@@ -21,20 +21,31 @@ def is_gray(vi: torch.Tensor) -> torch.Tensor:
     """(B,) bool: True where the VIS image has one channel or three exactly equal channels."""
     if vi.shape[1] == 1:
         return torch.ones(vi.shape[0], dtype=torch.bool, device=vi.device)
-    return ((vi[:, 0] == vi[:, 1]) & (vi[:, 1] == vi[:, 2])).flatten(1).all(dim=1)
+    flags = [torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]) for image in vi]
+    return torch.tensor(flags, dtype=torch.bool, device=vi.device)
+
+
+def vis_to_ycbcr(vi: torch.Tensor) -> torch.Tensor:
+    """VIS (B, 3 or 1, H, W) to YCbCr (B, 3, H, W); gray samples get exactly neutral chroma 0.5."""
+    if vi.shape[1] == 1:
+        return torch.cat([vi, torch.full_like(vi, NEUTRAL_CHROMA).expand(-1, 2, -1, -1)], dim=1)
+    ycbcr = rgb_to_ycbcr(vi)
+    gray = is_gray(vi)
+    if gray.any():
+        ycbcr = torch.cat([ycbcr[:, :1], neutralize_gray(ycbcr[:, 1:], gray)], dim=1)
+    return ycbcr
 
 
 def split_luma_chroma(vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split VIS into luma (B, 1, H, W) and chroma (B, 2, H, W); gray samples get neutral chroma 0.5."""
-    if vi.shape[1] == 1:
-        return vi, torch.full_like(vi.expand(-1, 2, -1, -1), NEUTRAL_CHROMA)
-    ycbcr = rgb_to_ycbcr(vi)
-    luma, chroma = ycbcr[:, :1], ycbcr[:, 1:]
-    return luma, neutralize_gray(chroma, is_gray(vi))
+    ycbcr = vis_to_ycbcr(vi)
+    return ycbcr[:, :1], ycbcr[:, 1:]
 
 
 def neutralize_gray(chroma: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
     """Set the chroma (B, 2, H, W) of the samples flagged in ``gray`` (B,) to exactly neutral."""
+    if not gray.any():
+        return chroma
     return torch.where(gray[:, None, None, None], torch.full_like(chroma, NEUTRAL_CHROMA), chroma)
 
 

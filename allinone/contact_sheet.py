@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from degradations.recipes import apply_steps, item_seed, plan
 from degradations.io import to_uint8
 
-THUMB_WIDTH = 200
+THUMB_WIDTH = 160
 LABEL_WIDTH = 110
 HEADER_HEIGHT = 22
 

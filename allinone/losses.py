@@ -103,10 +103,9 @@ def illumination_intensity_loss(
         fused_y, ir, vi_y: ``(B, 1, H, W)`` fused luminance, IR, VIS luminance.
         w_ir, w_vi: floats or per-image ``(B, 1, 1, 1)`` weights (e.g. from :func:`illumination_weights`).
     """
-    per_image = _per_image_weight(w_ir, fused_y) * _image_mean((fused_y - ir).abs()) + _per_image_weight(
-        w_vi, fused_y
-    ) * _image_mean((fused_y - vi_y).abs())
-    return _reduce(per_image, reduction)
+    to_ir = _image_mean((fused_y - ir).abs())
+    to_vi = _image_mean((fused_y - vi_y).abs())
+    return _reduce(_per_image_weight(w_ir, fused_y) * to_ir + _per_image_weight(w_vi, fused_y) * to_vi, reduction)
 
 
 def max_intensity_loss(
@@ -159,10 +158,9 @@ def ssim_loss(
         w_ir, w_vi: floats or per-image ``(B, 1, 1, 1)`` weights.
         window_size: side of the Gaussian SSIM window (sigma 1.5).
     """
-    per_image = _per_image_weight(w_ir, fused_y) * _ssim_dissimilarity(fused_y, ir, window_size) + _per_image_weight(
-        w_vi, fused_y
-    ) * _ssim_dissimilarity(fused_y, vi_y, window_size)
-    return _reduce(per_image, reduction)
+    to_ir = _ssim_dissimilarity(fused_y, ir, window_size)
+    to_vi = _ssim_dissimilarity(fused_y, vi_y, window_size)
+    return _reduce(_per_image_weight(w_ir, fused_y) * to_ir + _per_image_weight(w_vi, fused_y) * to_vi, reduction)
 
 
 def color_consistency_loss(
@@ -320,7 +318,9 @@ class PerceptualLoss(nn.Module):
                 f"or set {LPIPS_BACKBONE_ENV} to a torchvision AlexNet / LPIPS state-dict file"
             )
         if not Path(path).is_file():
-            raise FileNotFoundError(f"LPIPS AlexNet backbone weights not found: {path} (from {LPIPS_BACKBONE_ENV} or backbone_path)")
+            raise FileNotFoundError(
+                f"LPIPS AlexNet backbone weights not found: {path} (from backbone_path or {LPIPS_BACKBONE_ENV})"
+            )
         import lpips  # optional dependency, only needed for this term
 
         with warnings.catch_warnings():
@@ -390,7 +390,8 @@ class FusionLoss(nn.Module):
         """Weighted total loss and the unweighted batch-mean value of each computed term.
 
         Args:
-            fused_rgb: model output ``(B, 3, H, W)`` in ``[0, 1]``.
+            fused_rgb: model output ``(B, 3, H, W)`` in ``[0, 1]``; H, W >= 16 (exposure patches),
+                >= 32 when the perceptual term is on.
             ir: clean IR ``(B, 1, H, W)``.
             vis_rgb: clean VIS ``(B, 3, H, W)``.
             labels: degradation label vectors ``(B, len(DEGRADATION_TYPES))``, entry = level / 5.

@@ -94,15 +94,14 @@ def _depth_for(vi: torch.Tensor, vi_path: Path, depth_model: str | None, cache_d
 
 
 def render(steps: list[Step], pair: Pair, cfg: BenchmarkConfig, cache_dir: Path):
-    """Clean and degraded PNG bytes of one item, and the depth source used (None if no haze)."""
+    """Clean and degraded images of one item, and the depth source used (None if no haze)."""
     ir, vi = load_pair(pair, cfg.align, cfg.ir_bits)
     depth = source = None
     if any(recipes_mod.OPS[s.op].needs_depth for s in steps):
         depth, source = _depth_for(vi, pair.vi, cfg.depth_model, cache_dir)
     with torch.inference_mode():
         ir_d, vi_d = apply_steps(steps, ir, vi, depth)
-    return {"clean_ir": encode_png(ir), "clean_vi": encode_png(vi),
-            "ir": encode_png(ir_d), "vi": encode_png(vi_d)}, source
+    return {"clean_ir": ir, "clean_vi": vi, "ir": ir_d, "vi": vi_d}, source
 
 
 def output_paths(item_or_record: Item | dict[str, Any]) -> dict[str, str]:
@@ -115,13 +114,19 @@ def output_paths(item_or_record: Item | dict[str, Any]) -> dict[str, str]:
             "clean_ir": f"clean/ir/{name}.png", "clean_vi": f"clean/vi/{name}.png"}
 
 
-def _write_outputs(out: Path, paths: dict[str, str], images: dict[str, bytes]) -> dict[str, str]:
-    for role, data in images.items():
+def _write_outputs(out: Path, paths: dict[str, str], images: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Write an item's PNGs atomically; returns the SHA-256 of the degraded ones."""
+    digests = {}
+    for role, image in images.items():
         target = out / paths[role]
-        # Clean images are shared by every item of a pair: identical bytes, so skip rewriting them.
-        if not (role.startswith("clean_") and target.exists()):
-            write_bytes_atomic(target, data)
-    return {role: hashlib.sha256(data).hexdigest() for role, data in images.items() if not role.startswith("clean_")}
+        # Clean images are shared by every item of a pair: identical bytes, so write them once.
+        if role.startswith("clean_") and target.exists():
+            continue
+        data = encode_png(image)
+        write_bytes_atomic(target, data)
+        if not role.startswith("clean_"):
+            digests[role] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def _make_record(item: Item, cfg: BenchmarkConfig, p: Plan, depth_source: str | None,

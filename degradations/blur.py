@@ -81,6 +81,8 @@ def gaussian_blur(
     Returns:
         Tensor of shape ``(B, C, H, W)`` in [0, 1]; differentiable in ``x``.
     """
+    if sigma_x < 0 or (sigma_y is not None and sigma_y < 0):
+        raise ValueError(f"sigmas must be >= 0, got {sigma_x}, {sigma_y}")
     if sigma_y is None:
         if sigma_x == 0:
             return x.clone()

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class ImageReadError(ValueError):
@@ -97,23 +99,27 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def encode_png(x: torch.Tensor | np.ndarray) -> bytes:
+    """8-bit PNG bytes. zlib level 1: 3x faster than the default for ~10% larger files, which matters
+    when a benchmark writes thousands of noisy (hardly compressible) images."""
+    from PIL import Image
+
     arr = to_uint8(x) if isinstance(x, torch.Tensor) else x
     buf = io.BytesIO()
-    iio.imwrite(buf, arr, extension=".png")
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename,
-    so a kill leaves either the old file or the complete new one, never half a file."""
+    so a killed process leaves either no file or the complete one, never half a file. (No fsync: that
+    guards against power loss, not a kill, and costs milliseconds per image.)"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,21 +9,24 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from kornia.color import linear_rgb_to_rgb, rgb_to_linear_rgb
 
 from .noise import gaussian_noise, poisson_noise
 
 
 def _per_channel(curve: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Apply a channel-wise kornia colour curve (which insists on 3 channels) to any C."""
+    """Apply an element-wise kornia colour curve, which insists on a 3-channel axis, to any C."""
     if x.shape[1] == 3:
         return curve(x)
-    b, c, h, w = x.shape
-    return curve(x.reshape(b * c, 1, h, w).expand(-1, 3, -1, -1))[:, :1].reshape(b, c, h, w)
+    # Lay the values out as (3, 1, n) so the shape check passes without computing anything twice.
+    flat = x.reshape(-1)
+    padded = F.pad(flat, (0, -flat.numel() % 3))
+    return curve(padded.view(3, 1, -1)).reshape(-1)[: flat.numel()].reshape(x.shape)
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """Decode the sRGB transfer curve to linear light, channel-wise.
+    """Decode the sRGB transfer curve to linear light, element-wise.
 
     Args:
         x: sRGB-encoded images, shape ``(B, C, H, W)``, any C, values in [0, 1].
@@ -35,7 +38,7 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
-    """Encode linear light with the sRGB transfer curve, channel-wise.
+    """Encode linear light with the sRGB transfer curve, element-wise.
 
     Args:
         x: linear intensities, shape ``(B, C, H, W)``, any C, values in [0, 1].

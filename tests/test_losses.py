@@ -1,6 +1,7 @@
 """Tests of the illumination-aware fusion loss terms and their degradation-aware weighting."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -402,5 +403,6 @@ def test_loss_weights_round_trip_and_validation():
         LossWeights(ssim_ir=-1.0)
 
 
-def test_every_degradation_has_a_multiplier_entry():
+def test_config_tables_cover_every_term_and_degradation():
     assert set(WEIGHTS_BY_DEGRADATION) == set(DEGRADATION_TYPES)
+    assert [f.name for f in dataclasses.fields(LossWeights)] == [*TERMS, "by_degradation"]

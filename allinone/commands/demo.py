@@ -7,7 +7,7 @@ from pathlib import Path
 from .. import console
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-SHEET_PAIR = "00004N"  # a night MSRS pair: shows low light, haze and IR effects well
+SHEET_PAIR = "00055D"  # a daylight MSRS pair: every degradation, low light included, shows on it
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     sheet = out / "contact_sheet.png"
     ir_file = next((SAMPLES / "ir").glob(f"{SHEET_PAIR}.*"))
     vi_file = next((SAMPLES / "vi").glob(f"{SHEET_PAIR}.*"))
-    write_contact_sheet(ir_file, vi_file, sheet, recipes=list(RECIPES), levels=[1, 3, 5], seed=0, depth_model=None)
+    if sheet.exists() and not args.overwrite:
+        console.warning(f"{sheet} exists; kept it (pass --overwrite to redraw it)")
+    else:
+        write_contact_sheet(ir_file, vi_file, sheet, recipes=list(RECIPES), levels=[1, 3, 5], seed=0,
+                            depth_model=None)
     console.success(f"{len(records)} degraded sample pairs in {out / 'benchmark'}; contact sheet: {sheet}")
     return 0
