@@ -13,7 +13,7 @@ import sys  # noqa: E402
 
 from . import __version__, console  # noqa: E402
 
-COMMANDS = ("demo", "degrade", "contact_sheet")
+COMMANDS = ("demo", "degrade", "contact_sheet", "metrics", "train")
 
 
 class UserError(Exception):

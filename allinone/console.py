@@ -17,8 +17,9 @@ def _use_colour(stream: TextIO) -> bool:
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
-def style(text: str, colour: str, stream: TextIO = sys.stderr) -> str:
-    return f"\033[{_CODES[colour]}m{text}\033[0m" if _use_colour(stream) else text
+def style(text: str, colour: str, stream: TextIO | None = None) -> str:
+    # The stream is looked up at call time: tests and tools swap sys.stderr after import.
+    return f"\033[{_CODES[colour]}m{text}\033[0m" if _use_colour(stream or sys.stderr) else text
 
 
 def error(message: str) -> None:

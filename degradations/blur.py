@@ -73,9 +73,10 @@ def gaussian_blur(
     Args:
         x: images, shape ``(B, C, H, W)``, values in [0, 1].
         sigma_x: PSF standard deviation in pixels (along the rotated first axis when
-            anisotropic); 0 returns the input. Visible blur starts near 0.5 px; by 5 px
-            most texture is gone.
-        sigma_y: standard deviation across it, pixels; ``None`` for an isotropic PSF.
+            anisotropic), >= 0. Visible blur starts near 0.5 px; by 5 px most texture is gone.
+        sigma_y: standard deviation across it, pixels; ``None`` for an isotropic PSF. The
+            input is returned when both sigmas are 0 (or ``sigma_x`` is 0 and this is None);
+            an anisotropic PSF needs both > 0.
         theta: counter-clockwise rotation of the first axis, radians (anisotropic only).
 
     Returns:
@@ -98,7 +99,9 @@ def gaussian_blur(
     return convolve2d(x, kernel).clamp(0.0, 1.0)
 
 
-def motion_kernel2d(length: float, angle_deg: float, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def motion_kernel2d(
+    length: float, angle_deg: float, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Line PSF of a uniform linear motion of ``length`` pixels at ``angle_deg``.
 
     Each pixel gets the length of the motion segment ``[-length/2, length/2]`` that falls in
@@ -112,7 +115,8 @@ def motion_kernel2d(length: float, angle_deg: float, *, dtype: torch.dtype = tor
         dtype: dtype of the returned kernel.
 
     Returns:
-        Tensor of shape ``(k, k)`` with odd ``k`` (about ``length + 1``), summing to 1.
+        Tensor of shape ``(k, k)`` with odd ``k`` (``length + 1`` to ``length + 4``),
+        summing to 1.
     """
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")

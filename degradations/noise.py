@@ -54,11 +54,11 @@ def poisson_noise(x: torch.Tensor, photons: float, *, generator: torch.Generator
     expected = x.clamp(min=0.0) * photons
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     counts = expected + expected.sqrt() * noise
-    dim = expected < POISSON_NORMAL_APPROX_MIN_COUNT
-    if dim.any():
-        # Sampling Poisson(0) outside the dim pixels is nearly free, unlike boolean indexing.
-        exact = torch.poisson(expected * dim, generator=generator)
-        counts = torch.where(dim, exact, counts)
+    few_photons = expected < POISSON_NORMAL_APPROX_MIN_COUNT
+    if few_photons.any():
+        # Sampling Poisson(0) elsewhere is nearly free, and cheaper than boolean indexing.
+        exact = torch.poisson(expected * few_photons, generator=generator)
+        counts = torch.where(few_photons, exact, counts)
     return (counts / photons).clamp(0.0, 1.0)
 
 

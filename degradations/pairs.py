@@ -22,7 +22,8 @@ class Pair:
     vi: Path
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """Image files of a folder by file stem; PairingError for a missing folder or a shared stem."""
     if not folder.is_dir():
         raise PairingError(f"{folder}: not a folder")
     files: dict[str, Path] = {}
@@ -40,7 +41,7 @@ def find_pairs(ir_dir: str | os.PathLike, vi_dir: str | os.PathLike) -> list[Pai
 
     Raises PairingError listing every unpaired file, or when there is no pair at all.
     """
-    ir_files, vi_files = _images_by_stem(Path(ir_dir)), _images_by_stem(Path(vi_dir))
+    ir_files, vi_files = images_by_stem(Path(ir_dir)), images_by_stem(Path(vi_dir))
     only_ir = sorted(set(ir_files) - set(vi_files))
     only_vi = sorted(set(vi_files) - set(ir_files))
     if only_ir or only_vi:

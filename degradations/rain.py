@@ -47,10 +47,11 @@ def rain_layer(
     if not 0 <= density <= 1:
         raise ValueError(f"density must be in [0, 1], got {density}")
     size = (shape[0], 1, shape[-2], shape[-1])
-    options = {"generator": generator, "dtype": dtype, "device": generator.device}
-    is_drop = torch.rand(size, **options) < density
-    brightness = DROP_BRIGHTNESS_MIN + (1 - DROP_BRIGHTNESS_MIN) * torch.rand(size, **options)
-    drops = torch.where(is_drop, brightness, torch.zeros((), dtype=dtype, device=generator.device))
+    u = torch.rand(size, generator=generator, dtype=dtype, device=generator.device)
+    # One uniform draw serves twice: u < density marks a drop, and given that, u / density is
+    # again uniform in [0, 1) and sets the drop's brightness.
+    brightness = DROP_BRIGHTNESS_MIN + (1 - DROP_BRIGHTNESS_MIN) * u / max(density, 1e-12)
+    drops = torch.where(u < density, brightness, torch.zeros((), dtype=dtype, device=u.device))
     kernel = motion_kernel2d(length, angle_deg, dtype=dtype)
     return convolve2d(drops, kernel / kernel.max()).clamp(0.0, 1.0)
 

@@ -1,29 +1,34 @@
 """FusionCNN: a small, degradation-conditioned network that restores and fuses IR and VIS into colour.
 
 Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) gray), floats in
-[0, 1]; output: fused RGB (B, 3, H, W) in [0, 1]. It works in YCbCr:
+[0, 1]; output: fused RGB (B, 3, H, W) in [0, 1]. It works in YCbCr (kornia.color conventions):
 
-    Y_vis, C_vis   = YCbCr(VIS)                                  (C = (Cb, Cr))
-    Y_enh          = LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)   (Zero-DCE++ curve, as in LEFuse)
+    Y_vis          = luma of VIS
+    Y_enh          = LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)        (Zero-DCE++ curve, as in LEFuse)
     Y              = w Y_enh + (1 - w) IR + detail
-    C              = 0.5 + gain (avgpool2(C_vis) - 0.5) + offset      (chroma pulled toward / away from
-                                                                        neutral, cast removed by offset)
+    C              = gain * C_vis + offset                              (chroma C = (Cb, Cr) - 0.5)
+    RGB            = clamp(Y + M C)                                     (M: YCbCr -> RGB, kornia's)
 
-where the per-pixel maps alpha, w, detail, gain and offset are predicted by a U-Net that runs at 1/2
-resolution and below. Full-resolution work is pointwise only, apart from the stride-2 stem convolutions
-that read the inputs: alpha, w, gain and offset are smooth and upsampled bilinearly, and the detail
-residual comes back through pixel-shuffle (as in FFDNet). The body runs in channels-last layout, the
-fast one for depthwise and 1x1 convolutions on CPU. This keeps a 640x480 pair under 100 ms on two CPU
-threads.
+``C_vis`` is the VIS chroma at half resolution (2x2 mean, like 4:2:0); ``gain`` in [1/4, 4] pulls it
+toward neutral (noise, haze veil in dark or flat regions) or re-saturates it (haze, low light), and
+``offset`` removes colour casts. The per-pixel maps alpha, w, gain, offset (smooth, predicted at 1/4
+resolution and upsampled bilinearly) and the detail residual (predicted at 1/2 resolution, brought to
+full resolution by pixel-shuffle as in FFDNet) come from a U-Net.
+
+Speed (real time on a CPU) shapes the layout: nothing but pointwise operations and two stride-2 stem
+convolutions touch full resolution, the thin 1/2-resolution level only gates, skips and predicts the
+detail, the residual blocks (depthwise-separable) work at 1/4 resolution and below, and the body runs
+in channels-last layout, the fast one for depthwise and 1x1 convolutions on CPU.
 
 VIS and IR features meet in a brightness-adaptive gate (after BA-Fusion): a per-pixel, per-channel gate
-computed from both features and the local VIS illumination decides how much of each modality each
-channel carries. Every residual block is modulated by FiLM from the degradation embedding (B, E) of
-:class:`allinone.conditioning.DegradationEmbedder`; a zero embedding gives identity modulation. No
-operation pools globally, so results do not depend on the frame size and tiled inference matches.
+computed from the VIS features and the local VIS illumination decides how much of each modality each
+channel carries. The degradation embedding (B, E) of :class:`allinone.conditioning.DegradationEmbedder`
+modulates every residual block through FiLM and shifts the gate; a zero embedding gives identity
+modulation. No operation pools globally, so results do not depend on the frame size and tiled
+inference matches whole-frame inference.
 
-At initialisation the output is close to mean fusion of the IR and the VIS luma with the (2x2
-averaged) VIS chroma, so training starts from a sane baseline.
+At initialisation the output is close to mean fusion of the IR and the VIS luma with the VIS chroma,
+so training starts from a sane baseline.
 """
 from __future__ import annotations
 
@@ -34,10 +39,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from kornia.color import rgb_to_ycbcr
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from allinone.baselines import is_gray, merge_luma_chroma, neutralize_gray, vis_to_ycbcr
+from allinone.baselines import NEUTRAL_CHROMA, is_gray
 from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder, SentenceEncoder
 from degradations.labels import DEGRADATION_TYPES
 
@@ -46,17 +52,29 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
+# Y = RGB_TO_LUMA . (R, G, B): the coefficients of kornia.color.rgb_to_y, applied as one 1x1 conv.
+RGB_TO_LUMA = (0.299, 0.587, 0.114)
+# (R, G, B) = Y + CHROMA_TO_RGB @ (Cb - 0.5, Cr - 0.5): the coefficients of kornia.color.ycbcr_to_rgb.
+# Applied to centred chroma, so neutral chroma adds exact zeros and gray stays exactly gray.
+CHROMA_TO_RGB = ((0.0, 1.4025245442), (-0.3443401356, -0.7144034731), (1.7730496454, 0.0))
+
+# Layers that produce the per-pixel maps start tiny, so the initial output is the mean-fusion
+# baseline while gradients still reach every layer from the first step.
+HEAD_INIT_STD = 1e-3
+
 
 @dataclass(frozen=True)
 class FusionCNNConfig:
     """Architecture of a FusionCNN; saved as ``config.json`` next to the weights.
 
-    ``widths[i]`` is the channel count at resolution 1 / 2**(i + 1); ``depths[i]`` the number of residual
-    blocks of encoder stage i (each decoder stage has one).
+    ``widths[i]`` is the channel count at resolution 1 / 2**(i + 1). ``depths[i]`` is the number of
+    residual blocks of encoder level i; ``decoder_depths[j]`` that of decoder level j + 1 (the 1/2 level
+    has no decoder stage: its skip goes straight into the detail head, and the coarsest level has none).
     """
 
-    widths: tuple[int, ...] = (16, 32, 64, 96)
-    depths: tuple[int, ...] = (1, 1, 2, 2)
+    widths: tuple[int, ...] = (12, 24, 48, 96)
+    depths: tuple[int, ...] = (0, 1, 2, 2)
+    decoder_depths: tuple[int, ...] = (1, 1)
     expansion: int = 2
     embed_dim: int = 64
     embed_hidden_dim: int = 128
@@ -66,26 +84,27 @@ class FusionCNNConfig:
     text_dim: int = TEXT_EMBED_DIM
 
     def __post_init__(self) -> None:
-        if len(self.widths) != len(self.depths) or len(self.widths) < 2:
-            raise ValueError("widths and depths need the same length, at least 2")
+        if len(self.widths) < 3 or len(self.depths) != len(self.widths):
+            raise ValueError("need at least 3 widths (1/2, 1/4, 1/8 resolution) and one depth per width")
+        if len(self.decoder_depths) != len(self.widths) - 2:
+            raise ValueError("need one decoder depth per level between 1/4 and the coarsest (excluded)")
 
     @classmethod
     def from_dict(cls, values: dict) -> "FusionCNNConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
+        unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown FusionCNNConfig fields: {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 FUSION_CNN_CONFIGS: dict[str, FusionCNNConfig] = {
-    "tiny": FusionCNNConfig(widths=(12, 24, 48, 96), depths=(1, 1, 2, 2), embed_dim=48, embed_hidden_dim=96),
-    "small": FusionCNNConfig(widths=(16, 32, 64, 128), depths=(1, 2, 3, 3), embed_dim=64, embed_hidden_dim=128),
+    "tiny": FusionCNNConfig(
+        widths=(12, 24, 48, 96), depths=(0, 1, 2, 2), decoder_depths=(1, 1), embed_dim=48, embed_hidden_dim=96
+    ),
+    "small": FusionCNNConfig(
+        widths=(16, 32, 64, 128), depths=(1, 2, 3, 3), decoder_depths=(1, 2), embed_dim=64, embed_hidden_dim=128
+    ),
 }
-
-# Weights of the layers that produce the per-pixel maps start tiny, so the initial output is the
-# mean-fusion baseline while gradients still reach every layer from the first step.
-HEAD_INIT_STD = 1e-3
 
 
 #################################################################################
@@ -94,18 +113,35 @@ HEAD_INIT_STD = 1e-3
 
 
 class FiLM(nn.Module):
-    """Feature-wise linear modulation: ``x * (1 + scale(e)) + shift(e)``.
+    """Feature-wise linear modulation ``x * (1 + scale(e)) + shift(e)``; returns (scale, shift), each (B, C).
 
-    The projection has zero bias, so a zero embedding leaves ``x`` unchanged.
+    The projection starts with zero bias, so a zero embedding gives identity modulation.
     """
 
     def __init__(self, embed_dim: int, channels: int) -> None:
         super().__init__()
         self.proj = nn.Linear(embed_dim, 2 * channels)
 
-    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.proj(embedding)[:, :, None, None].chunk(2, dim=1)
-        return x * (1.0 + scale) + shift
+    def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, shift = self.proj(embedding).chunk(2, dim=1)
+        return scale, shift
+
+
+def modulated_depthwise_conv(
+    x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
+    """``conv(x) * (1 + scale) + shift`` for a depthwise ``conv``, as one convolution.
+
+    The per-sample modulation is folded into per-sample weights (as in StyleGAN2's modulated conv):
+    the batch goes into the channel axis and each (sample, channel) pair gets its own group. One
+    operation instead of three matters on a CPU, where every operation costs a thread synchronisation.
+    """
+    batch, channels, height, width = x.shape
+    gain = 1.0 + scale  # (B, C)
+    weight = (conv.weight[None] * gain[:, :, None, None, None]).flatten(0, 1)  # (B*C, 1, k, k)
+    bias = (gain * conv.bias + shift).flatten()
+    out = F.conv2d(x.reshape(1, batch * channels, height, width), weight, bias, padding=conv.padding, groups=batch * channels)
+    return out.view(batch, channels, height, width)
 
 
 class ResBlock(nn.Module):
@@ -119,12 +155,12 @@ class ResBlock(nn.Module):
         self.project = nn.Conv2d(expansion * channels, channels, 1)
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        h = self.film(self.spatial(x), embedding)
+        h = modulated_depthwise_conv(x, self.spatial, *self.film(embedding))
         return x + self.project(F.relu(self.expand(h)))
 
 
 class Stage(nn.Module):
-    """A run of residual blocks at one resolution."""
+    """A run of residual blocks at one resolution (possibly none)."""
 
     def __init__(self, channels: int, depth: int, expansion: int, embed_dim: int) -> None:
         super().__init__()
@@ -144,37 +180,61 @@ class Upsample(nn.Module):
         self.proj = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(self.proj(x), scale_factor=2.0, mode="bilinear", align_corners=False)
+        return upsample(self.proj(x), 2)
 
 
 class BrightnessAdaptiveGate(nn.Module):
-    """Mix VIS and IR features per pixel and channel, steered by the local VIS illumination.
+    """Mix VIS and IR features per pixel and channel, steered by the VIS brightness (BA-Fusion).
 
-    ``g = sigmoid(conv1x1([f_vis, f_ir, illumination]) + shift(e))``, ``f = g f_vis + (1 - g) f_ir``.
-    In dark or glaring regions the gate can hand the channels to the IR features (BA-Fusion).
+    ``g = sigmoid(W [f_vis, illumination] + shift(e))``, ``f = g f_vis + (1 - g) f_ir``: where the VIS
+    image is dark or glaring the gate can hand channels over to the IR features.
     """
 
     def __init__(self, channels: int, embed_dim: int) -> None:
         super().__init__()
-        self.gate = nn.Conv2d(2 * channels + 1, channels, 1)
+        self.logits = nn.Conv2d(channels + 1, channels, 1)
         self.shift = nn.Linear(embed_dim, channels)
 
     def forward(
         self, vis: torch.Tensor, ir: torch.Tensor, illumination: torch.Tensor, embedding: torch.Tensor
     ) -> torch.Tensor:
-        logits = self.gate(torch.cat([vis, ir, illumination], dim=1)) + self.shift(embedding)[:, :, None, None]
+        logits = self.logits(torch.cat([vis, illumination], dim=1)) + self.shift(embedding)[:, :, None, None]
         return torch.lerp(ir, vis, torch.sigmoid(logits))
 
 
+def resample(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Bilinear resampling of (B, C, H, W) by ``scale`` (half-pixel centres, no antialiasing).
+
+    Channels are folded into the batch: PyTorch's CPU kernel is several times slower on some
+    channel counts (3 among them) than on single-channel images.
+    """
+    batch, channels = x.shape[:2]
+    out = F.interpolate(x.reshape(batch * channels, 1, *x.shape[2:]), scale_factor=scale, mode="bilinear")
+    return out.view(batch, channels, *out.shape[2:])
+
+
+def upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return resample(x, float(factor))
+
+
+def half_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over 2x2 blocks (B, C, H, W) -> (B, C, H/2, W/2).
+
+    Bilinear resampling at scale 1/2 samples exactly the block centres; on CPU it is several times
+    faster than avg_pool2d.
+    """
+    return resample(x, 0.5)
+
+
 def local_illumination(luma: torch.Tensor) -> torch.Tensor:
-    """Smooth illumination (B, 1, H/2, W/2) of a luma image (B, 1, H, W): the mean over about 24x24 pixels.
+    """Smooth illumination (B, 1, H/2, W/2) of a luma image (B, 1, H, W): its mean over about 24x24 pixels.
 
     Averaged over 8x8 blocks, smoothed by a 3x3 box and brought back to half resolution; local only,
     so the gate behaves the same on tiles and on whole frames.
     """
     coarse = F.avg_pool2d(luma, 8)
     coarse = F.avg_pool2d(coarse, 3, stride=1, padding=1, count_include_pad=False)
-    return F.interpolate(coarse, scale_factor=4.0, mode="bilinear", align_corners=False)
+    return upsample(coarse, 4)
 
 
 def apply_curve(luma: torch.Tensor, alpha: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -218,7 +278,7 @@ class FusionCNN(nn.Module):
         elif isinstance(config, dict):
             config = FusionCNNConfig.from_dict(config)
         self.config = config
-        widths, embed_dim = config.widths, config.embed_dim
+        widths, embed_dim, expansion = config.widths, config.embed_dim, config.expansion
         self.embedder = DegradationEmbedder(
             embed_dim,
             num_labels=len(config.degradation_types),
@@ -226,40 +286,50 @@ class FusionCNN(nn.Module):
             text_dim=config.text_dim,
             text_encoder=text_encoder,
         )
-        # Stride-2 stems read the full-resolution pixels (4x4 windows) straight into half resolution.
-        self.ir_stem = nn.Conv2d(1, widths[0], 4, stride=2, padding=1)
+        # Stride-2 stems read 4x4 full-resolution windows straight into half resolution. The VIS stem
+        # reads RGB: any colour transform of its input (YCbCr included) is absorbed by its weights.
         self.vis_stem = nn.Conv2d(3, widths[0], 4, stride=2, padding=1)
+        self.ir_stem = nn.Conv2d(1, widths[0], 4, stride=2, padding=1)
         self.gate = BrightnessAdaptiveGate(widths[0], embed_dim)
         self.encoder = nn.ModuleList(
-            Stage(width, depth, config.expansion, embed_dim) for width, depth in zip(widths, config.depths)
+            Stage(width, depth, expansion, embed_dim) for width, depth in zip(widths, config.depths)
         )
+        # downsamples[i] leads into level i + 1; upsamples[j] and decoder[j] produce level j + 1.
         self.downsamples = nn.ModuleList(
             nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(len(widths) - 1)
         )
-        self.upsamples = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(len(widths) - 1))
+        self.upsamples = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(1, len(widths) - 1))
         self.decoder = nn.ModuleList(
-            Stage(widths[i], 1, config.expansion, embed_dim) for i in range(len(widths) - 1)
+            Stage(widths[i + 1], depth, expansion, embed_dim) for i, depth in enumerate(config.decoder_depths)
         )
-        # Per-pixel maps at half resolution: curve alpha, fusion weight w, 4 detail sub-pixels
-        # (pixel-shuffled to full resolution), 2 chroma log-gains, 2 chroma offsets.
-        self.head = nn.Conv2d(widths[0], 1 + 1 + 4 + 2 + 2, 3, padding=1)
+        # Maps from the decoded 1/4-resolution features: curve alpha and fusion weight w (smooth, upsampled
+        # to full resolution), chroma log-gains (2) and offsets (2), and the context part of the luma
+        # detail (4), both used at 1/2 resolution.
+        self.quarter_head = nn.Conv2d(widths[1], 1 + 1 + 2 + 2 + 4, 1)
+        # Local part of the luma detail, 4 sub-pixels per 1/2-resolution position (pixel-shuffled).
+        self.detail_head = nn.Conv2d(widths[0], 4, 1)
+        self.register_buffer("rgb_to_luma", torch.tensor(RGB_TO_LUMA).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("chroma_to_rgb", torch.tensor(CHROMA_TO_RGB), persistent=False)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        for layer in self.modules():
-            if isinstance(layer, nn.Conv2d):
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
         for module in self.modules():
             if isinstance(module, ResBlock):
-                # Residual branches start small so the stack begins close to the identity.
+                # Residual branches start small so each stage begins close to the identity.
                 nn.init.normal_(module.project.weight, std=0.02)
-            if isinstance(module, (FiLM, BrightnessAdaptiveGate)):
-                linear = module.proj if isinstance(module, FiLM) else module.shift
-                nn.init.normal_(linear.weight, std=0.02)
-                nn.init.zeros_(linear.bias)  # zero embedding -> identity modulation / neutral gate shift
-        nn.init.normal_(self.head.weight, std=HEAD_INIT_STD)
-        nn.init.zeros_(self.head.bias)
+            elif isinstance(module, FiLM):
+                nn.init.normal_(module.proj.weight, std=0.02)
+                nn.init.zeros_(module.proj.bias)  # zero embedding -> identity modulation
+            elif isinstance(module, BrightnessAdaptiveGate):
+                nn.init.normal_(module.shift.weight, std=0.02)
+                nn.init.zeros_(module.shift.bias)
+        for head in (self.quarter_head, self.detail_head):
+            nn.init.normal_(head.weight, std=HEAD_INIT_STD)
+            nn.init.zeros_(head.bias)
         self.embedder.initialize_weights()
 
     @property
@@ -276,42 +346,47 @@ class FusionCNN(nn.Module):
         """Fuse ``ir`` (B, 1, H, W) and ``vi`` (B, 3 or 1, H, W) into RGB (B, 3, H, W) in [0, 1].
 
         ``embedding`` is a (B, E) degradation embedding, a :class:`Condition` to embed, or None
-        (unconditioned: the learned null embedding).
+        (unconditioned: the learned null embedding). Any H, W: inputs are reflect-padded to a multiple
+        of ``pad_multiple`` and the output cropped back.
         """
         batch, _, height, width = ir.shape
         if not isinstance(embedding, torch.Tensor):
             embedding = self.embed(embedding, batch)
         gray = is_gray(vi)
-        multiple = self.pad_multiple
-        ir = pad_to_multiple(ir, multiple)
-        vis_ycbcr = vis_to_ycbcr(pad_to_multiple(vi, multiple))
-        vis_luma, vis_chroma = vis_ycbcr[:, :1], vis_ycbcr[:, 1:]
+        ir, vi = pad_to_multiple(ir, self.pad_multiple), pad_to_multiple(vi, self.pad_multiple)
+        vis_rgb = vi.expand(-1, 3, -1, -1)
+        vis_luma = vi if vi.shape[1] == 1 else F.conv2d(vi, self.rgb_to_luma)
 
-        vis = F.relu(self.vis_stem(vis_ycbcr)).contiguous(memory_format=torch.channels_last)
-        thermal = F.relu(self.ir_stem(ir)).contiguous(memory_format=torch.channels_last)
-        x = self.gate(vis, thermal, local_illumination(vis_luma), embedding)
-
-        skips = []
-        for i, stage in enumerate(self.encoder):
-            if i > 0:
-                x = self.downsamples[i - 1](x)
-            x = stage(x, embedding)
+        # Encoder: gate the two modalities at 1/2 resolution, then go down to the coarsest level.
+        vis = F.relu(self.vis_stem(vis_rgb))
+        thermal = F.relu(self.ir_stem(ir))
+        half = self.encoder[0](self.gate(vis, thermal, local_illumination(vis_luma), embedding), embedding)
+        x, skips = half, []
+        for level in range(1, len(self.encoder)):
+            x = self.encoder[level](self.downsamples[level - 1](x), embedding)
             skips.append(x)
-        for i in reversed(range(len(self.decoder))):
-            x = self.decoder[i](self.upsamples[i](x) + skips[i], embedding)
+        # Decoder: back up to 1/4 resolution.
+        for j in reversed(range(len(self.decoder))):
+            x = self.decoder[j](self.upsamples[j](x) + skips[j], embedding)
+        maps = self.quarter_head(x)
 
-        maps = self.head(x).contiguous()
-        alpha, weight, detail, log_gain, offset = maps.split([1, 1, 4, 2, 2], dim=1)
-        alpha, weight = _upsample2(torch.cat([torch.tanh(alpha), torch.sigmoid(weight)], dim=1)).split(1, dim=1)
-        enhanced = apply_curve(vis_luma, alpha, self.config.curve_iterations)
-        luma = torch.lerp(ir, enhanced, weight) + F.pixel_shuffle(detail, 2)
+        # Luma: curve-enhanced VIS, blended with IR, plus detail.
+        alpha_weight = torch.cat([torch.tanh(maps[:, :1]), torch.sigmoid(maps[:, 1:2])], dim=1)
+        alpha, weight = upsample(alpha_weight, 4).split(1, dim=1)
+        log_gain, offset, detail_context = upsample(maps[:, 2:], 2).split([2, 2, 4], dim=1)
+        detail = F.pixel_shuffle(self.detail_head(half) + detail_context, 2)
+        luma = torch.lerp(ir, apply_curve(vis_luma, alpha, self.config.curve_iterations), weight) + detail
 
+        # Chroma at 1/2 resolution, centred on neutral: C = gain * C_vis + offset.
+        vis_chroma = rgb_to_ycbcr(half_mean(vis_rgb))[:, 1:] - NEUTRAL_CHROMA
         gain = torch.exp(math.log(self.config.chroma_max_gain) * torch.tanh(log_gain))
-        chroma = 0.5 + gain * (F.avg_pool2d(vis_chroma, 2) - 0.5) + 0.5 * torch.tanh(offset)
-        chroma = _upsample2(chroma.clamp(0.0, 1.0))
-
-        luma, chroma = luma[..., :height, :width], chroma[..., :height, :width]
-        return merge_luma_chroma(luma, neutralize_gray(chroma, gray))
+        chroma = (gain * vis_chroma + NEUTRAL_CHROMA * torch.tanh(offset)).clamp(-NEUTRAL_CHROMA, NEUTRAL_CHROMA)
+        if gray.any():
+            chroma = torch.where(gray[:, None, None, None], torch.zeros_like(chroma), chroma)
+        chroma = upsample(chroma, 2)
+        colour = torch.matmul(self.chroma_to_rgb, chroma.flatten(2)).unflatten(2, chroma.shape[-2:])
+        rgb = (luma.clamp(0.0, 1.0) + colour).clamp(0.0, 1.0)
+        return rgb[..., :height, :width]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -321,7 +396,8 @@ class FusionCNN(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
-        save_file(state, folder / WEIGHTS_NAME, metadata={"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)})
+        metadata = {"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)}
+        save_file(state, folder / WEIGHTS_NAME, metadata=metadata)
         document = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **asdict(self.config)}
         (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
 
@@ -340,7 +416,3 @@ class FusionCNN(nn.Module):
         model = cls(FusionCNNConfig.from_dict(document), text_encoder=text_encoder)
         model.load_state_dict(load_file(folder / WEIGHTS_NAME, device=str(device)), strict=True)
         return model.to(device).eval()
-
-
-def _upsample2(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
