@@ -13,7 +13,7 @@ import sys  # noqa: E402
 
 from . import __version__, console  # noqa: E402
 
-COMMANDS = ("demo", "degrade", "contact_sheet", "metrics", "train")
+COMMANDS = ("demo", "degrade", "fuse", "contact_sheet", "metrics", "train")
 
 
 class UserError(Exception):
@@ -60,4 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m allinone.cli` this file runs as __main__, but commands raise allinone.cli.UserError:
+    # run the imported module's main so that there is one UserError class.
+    from allinone.cli import main as entry_point
+
+    sys.exit(entry_point())

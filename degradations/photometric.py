@@ -15,7 +15,7 @@ from kornia.color import linear_rgb_to_rgb, rgb_to_linear_rgb
 from .noise import gaussian_noise, poisson_noise
 
 
-def _per_channel(curve: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _any_channels(curve: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Apply an element-wise kornia colour curve, which insists on a 3-channel axis, to any C."""
     if x.shape[1] == 3:
         return curve(x)
@@ -34,7 +34,7 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     Returns:
         Linear intensities, same shape, in [0, 1].
     """
-    return _per_channel(rgb_to_linear_rgb, x).clamp(0.0, 1.0)
+    return _any_channels(rgb_to_linear_rgb, x).clamp(0.0, 1.0)
 
 
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     Returns:
         sRGB-encoded images, same shape, in [0, 1].
     """
-    return _per_channel(linear_rgb_to_rgb, x).clamp(0.0, 1.0)
+    return _any_channels(linear_rgb_to_rgb, x).clamp(0.0, 1.0)
 
 
 def low_light(

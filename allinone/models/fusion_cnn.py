@@ -3,32 +3,33 @@
 Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) gray), floats in
 [0, 1]; output: fused RGB (B, 3, H, W) in [0, 1]. It works in YCbCr (kornia.color conventions):
 
-    Y_vis          = luma of VIS
-    Y_enh          = LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)        (Zero-DCE++ curve, as in LEFuse)
-    Y              = w Y_enh + (1 - w) IR + detail
-    C              = gain * C_vis + offset                              (chroma C = (Cb, Cr) - 0.5)
-    RGB            = clamp(Y + M C)                                     (M: YCbCr -> RGB, kornia's)
+    Y_vis   = luma of VIS
+    Y_enh   = k * LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)     (Zero-DCE++ curve, as in LEFuse)
+    Y       = w Y_enh + (1 - w) IR + detail
+    C       = g * C_vis + offset                              (chroma C = (Cb, Cr) - 0.5, centred)
+    RGB     = clamp(clamp(Y) + M C)                           (M: kornia's YCbCr -> RGB coefficients)
 
-``C_vis`` is the VIS chroma at half resolution (2x2 mean, like 4:2:0); ``gain`` in [1/4, 4] pulls it
-toward neutral (noise, haze veil in dark or flat regions) or re-saturates it (haze, low light), and
-``offset`` removes colour casts. The per-pixel maps alpha, w, gain, offset (smooth, predicted at 1/4
-resolution and upsampled bilinearly) and the detail residual (predicted at 1/2 resolution, brought to
-full resolution by pixel-shuffle as in FFDNet) come from a U-Net.
+The curve brightens dark regions (alpha > 0) or tames glare (alpha < 0); the luma gain k and the
+smooth part of ``detail`` form a local affine map that restores contrast under haze; w decides, per
+pixel, between the enhanced VIS and the IR; ``detail`` also removes noise, rain and blur. ``C_vis`` is
+the VIS chroma at half resolution (2x2 mean, as in 4:2:0); the chroma gain g pulls it toward neutral
+(noise, colour of a haze veil) or re-saturates it (haze, low light) and ``offset`` removes colour
+casts, so the degraded chroma is not copied. The maps alpha, k, w, g, offset are smooth: predicted at
+1/4 resolution and upsampled bilinearly; ``detail`` is predicted at 1/2 resolution, four sub-pixels per
+position, and pixel-shuffled to full resolution (as in FFDNet).
 
-Speed (real time on a CPU) shapes the layout: nothing but pointwise operations and two stride-2 stem
-convolutions touch full resolution, the thin 1/2-resolution level only gates, skips and predicts the
-detail, the residual blocks (depthwise-separable) work at 1/4 resolution and below, and the body runs
-in channels-last layout, the fast one for depthwise and 1x1 convolutions on CPU.
+A U-Net computes those maps. VIS and IR features meet at 1/2 resolution in a brightness-adaptive gate
+(after BA-Fusion): a per-pixel, per-channel gate computed from the VIS features and the local VIS
+illumination decides how much of each modality each channel carries. The degradation embedding (B, E)
+of :class:`allinone.conditioning.DegradationEmbedder` modulates every residual block through FiLM and
+shifts the gate; a zero embedding gives identity modulation.
 
-VIS and IR features meet in a brightness-adaptive gate (after BA-Fusion): a per-pixel, per-channel gate
-computed from the VIS features and the local VIS illumination decides how much of each modality each
-channel carries. The degradation embedding (B, E) of :class:`allinone.conditioning.DegradationEmbedder`
-modulates every residual block through FiLM and shifts the gate; a zero embedding gives identity
-modulation. No operation pools globally, so results do not depend on the frame size and tiled
-inference matches whole-frame inference.
-
-At initialisation the output is close to mean fusion of the IR and the VIS luma with the VIS chroma,
-so training starts from a sane baseline.
+Real time on a CPU shapes the layout: only pointwise operations and two stride-2 stem convolutions
+touch full resolution, the 1/2-resolution level is thin, the residual blocks are depthwise-separable,
+and operations are few, since on a CPU each one also costs a synchronisation of the threads. No
+operation pools globally, so results do not depend on the frame size and tiled inference matches
+whole-frame inference. At initialisation the output is close to mean fusion of the IR and the VIS luma
+with the VIS chroma, so training starts from a sane baseline.
 """
 from __future__ import annotations
 
@@ -39,7 +40,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from kornia.color import rgb_to_ycbcr
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -52,10 +52,15 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-# Y = RGB_TO_LUMA . (R, G, B): the coefficients of kornia.color.rgb_to_y, applied as one 1x1 conv.
+# The colour transforms of kornia.color (rgb_to_ycbcr, ycbcr_to_rgb) written as matrices, so each is
+# one operation: Y = RGB_TO_LUMA . (R, G, B); (Cb - 0.5, Cr - 0.5) = RGB_TO_CHROMA @ (R, G, B), that is
+# 0.564 (B - Y) and 0.713 (R - Y); (R, G, B) = Y + CHROMA_TO_RGB @ (Cb - 0.5, Cr - 0.5). Chroma is kept
+# centred, so neutral chroma adds exact zeros and gray stays exactly gray.
 RGB_TO_LUMA = (0.299, 0.587, 0.114)
-# (R, G, B) = Y + CHROMA_TO_RGB @ (Cb - 0.5, Cr - 0.5): the coefficients of kornia.color.ycbcr_to_rgb.
-# Applied to centred chroma, so neutral chroma adds exact zeros and gray stays exactly gray.
+RGB_TO_CHROMA = (
+    (-0.564 * 0.299, -0.564 * 0.587, 0.564 * (1.0 - 0.114)),
+    (0.713 * (1.0 - 0.299), -0.713 * 0.587, -0.713 * 0.114),
+)
 CHROMA_TO_RGB = ((0.0, 1.4025245442), (-0.3443401356, -0.7144034731), (1.7730496454, 0.0))
 
 # Layers that produce the per-pixel maps start tiny, so the initial output is the mean-fusion
@@ -68,26 +73,26 @@ class FusionCNNConfig:
     """Architecture of a FusionCNN; saved as ``config.json`` next to the weights.
 
     ``widths[i]`` is the channel count at resolution 1 / 2**(i + 1). ``depths[i]`` is the number of
-    residual blocks of encoder level i; ``decoder_depths[j]`` that of decoder level j + 1 (the 1/2 level
-    has no decoder stage: its skip goes straight into the detail head, and the coarsest level has none).
+    residual blocks of encoder level i, ``decoder_depths[i]`` that of decoder level i (every level but
+    the coarsest; 0 is allowed). ``max_gain`` bounds the luma and chroma gains to [1/max_gain, max_gain].
     """
 
     widths: tuple[int, ...] = (12, 24, 48, 96)
     depths: tuple[int, ...] = (0, 1, 2, 2)
-    decoder_depths: tuple[int, ...] = (1, 1)
+    decoder_depths: tuple[int, ...] = (1, 1, 1)
     expansion: int = 2
     embed_dim: int = 64
     embed_hidden_dim: int = 128
     curve_iterations: int = 4
-    chroma_max_gain: float = 4.0
+    max_gain: float = 4.0
     degradation_types: tuple[str, ...] = DEGRADATION_TYPES
     text_dim: int = TEXT_EMBED_DIM
 
     def __post_init__(self) -> None:
-        if len(self.widths) < 3 or len(self.depths) != len(self.widths):
-            raise ValueError("need at least 3 widths (1/2, 1/4, 1/8 resolution) and one depth per width")
-        if len(self.decoder_depths) != len(self.widths) - 2:
-            raise ValueError("need one decoder depth per level between 1/4 and the coarsest (excluded)")
+        if len(self.widths) < 2 or len(self.depths) != len(self.widths):
+            raise ValueError("need at least 2 widths (1/2 and 1/4 resolution) and one depth per width")
+        if len(self.decoder_depths) != len(self.widths) - 1:
+            raise ValueError("need one decoder depth per level but the coarsest")
 
     @classmethod
     def from_dict(cls, values: dict) -> "FusionCNNConfig":
@@ -99,10 +104,10 @@ class FusionCNNConfig:
 
 FUSION_CNN_CONFIGS: dict[str, FusionCNNConfig] = {
     "tiny": FusionCNNConfig(
-        widths=(12, 24, 48, 96), depths=(0, 1, 2, 2), decoder_depths=(1, 1), embed_dim=48, embed_hidden_dim=96
+        widths=(12, 24, 48, 96), depths=(0, 1, 2, 2), decoder_depths=(1, 1, 1), embed_dim=48, embed_hidden_dim=96
     ),
     "small": FusionCNNConfig(
-        widths=(16, 32, 64, 128), depths=(1, 2, 3, 3), decoder_depths=(1, 2), embed_dim=64, embed_hidden_dim=128
+        widths=(16, 32, 64, 128), depths=(1, 2, 2, 2), decoder_depths=(1, 1, 1), embed_dim=64, embed_hidden_dim=128
     ),
 }
 
@@ -121,26 +126,30 @@ class FiLM(nn.Module):
     def __init__(self, embed_dim: int, channels: int) -> None:
         super().__init__()
         self.proj = nn.Linear(embed_dim, 2 * channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Small weights rather than zeros, so the embedder receives gradients from the first step.
+        nn.init.normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)  # zero embedding -> identity modulation
 
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scale, shift = self.proj(embedding).chunk(2, dim=1)
         return scale, shift
 
 
-def modulated_depthwise_conv(
-    x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor
-) -> torch.Tensor:
-    """``conv(x) * (1 + scale) + shift`` for a depthwise ``conv``, as one convolution.
+def modulated_depthwise_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``conv(x) * (1 + scale) + shift`` for a depthwise ``conv`` and (B, C) ``scale``, ``shift``, as one conv.
 
     The per-sample modulation is folded into per-sample weights (as in StyleGAN2's modulated conv):
-    the batch goes into the channel axis and each (sample, channel) pair gets its own group. One
-    operation instead of three matters on a CPU, where every operation costs a thread synchronisation.
+    the batch goes into the channel axis and each (sample, channel) pair is its own group.
     """
     batch, channels, height, width = x.shape
-    gain = 1.0 + scale  # (B, C)
+    gain = 1.0 + scale
     weight = (conv.weight[None] * gain[:, :, None, None, None]).flatten(0, 1)  # (B*C, 1, k, k)
     bias = (gain * conv.bias + shift).flatten()
-    out = F.conv2d(x.reshape(1, batch * channels, height, width), weight, bias, padding=conv.padding, groups=batch * channels)
+    folded = x.reshape(1, batch * channels, height, width)
+    out = F.conv2d(folded, weight, bias, padding=conv.padding, groups=batch * channels)
     return out.view(batch, channels, height, width)
 
 
@@ -180,7 +189,7 @@ class Upsample(nn.Module):
         self.proj = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upsample(self.proj(x), 2)
+        return resample(self.proj(x), 2.0)
 
 
 class BrightnessAdaptiveGate(nn.Module):
@@ -213,10 +222,6 @@ def resample(x: torch.Tensor, scale: float) -> torch.Tensor:
     return out.view(batch, channels, *out.shape[2:])
 
 
-def upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    return resample(x, float(factor))
-
-
 def half_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over 2x2 blocks (B, C, H, W) -> (B, C, H/2, W/2).
 
@@ -234,7 +239,7 @@ def local_illumination(luma: torch.Tensor) -> torch.Tensor:
     """
     coarse = F.avg_pool2d(luma, 8)
     coarse = F.avg_pool2d(coarse, 3, stride=1, padding=1, count_include_pad=False)
-    return upsample(coarse, 4)
+    return resample(coarse, 4.0)
 
 
 def apply_curve(luma: torch.Tensor, alpha: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -248,6 +253,11 @@ def apply_curve(luma: torch.Tensor, alpha: torch.Tensor, iterations: int) -> tor
     return luma
 
 
+def bounded_gain(logits: torch.Tensor, max_gain: float) -> torch.Tensor:
+    """Map logits to gains in [1/max_gain, max_gain], symmetric in log scale; logit 0 gives gain 1."""
+    return torch.exp(math.log(max_gain) * torch.tanh(logits))
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom/right to a multiple of ``multiple`` (reflect; replicate when the image is too small)."""
     height, width = x.shape[-2:]
@@ -256,6 +266,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
         return x
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def apply_colour_matrix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel linear map of the channels: (K, C) matrix, (B, C, H, W) image -> (B, K, H, W)."""
+    return torch.matmul(matrix, x.flatten(2)).unflatten(2, x.shape[-2:])
 
 
 #################################################################################
@@ -291,24 +306,23 @@ class FusionCNN(nn.Module):
         self.vis_stem = nn.Conv2d(3, widths[0], 4, stride=2, padding=1)
         self.ir_stem = nn.Conv2d(1, widths[0], 4, stride=2, padding=1)
         self.gate = BrightnessAdaptiveGate(widths[0], embed_dim)
-        self.encoder = nn.ModuleList(
-            Stage(width, depth, expansion, embed_dim) for width, depth in zip(widths, config.depths)
+        # Level i works at 1 / 2**(i + 1) resolution; downsamples[i] leads from level i to i + 1,
+        # upsamples[i] back from level i + 1 to i.
+        self.encoder = nn.ModuleList(Stage(w, d, expansion, embed_dim) for w, d in zip(widths, config.depths))
+        self.decoder = nn.ModuleList(
+            Stage(w, d, expansion, embed_dim) for w, d in zip(widths, config.decoder_depths)
         )
-        # downsamples[i] leads into level i + 1; upsamples[j] and decoder[j] produce level j + 1.
         self.downsamples = nn.ModuleList(
             nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(len(widths) - 1)
         )
-        self.upsamples = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(1, len(widths) - 1))
-        self.decoder = nn.ModuleList(
-            Stage(widths[i + 1], depth, expansion, embed_dim) for i, depth in enumerate(config.decoder_depths)
-        )
-        # Maps from the decoded 1/4-resolution features: curve alpha and fusion weight w (smooth, upsampled
-        # to full resolution), chroma log-gains (2) and offsets (2), and the context part of the luma
-        # detail (4), both used at 1/2 resolution.
-        self.quarter_head = nn.Conv2d(widths[1], 1 + 1 + 2 + 2 + 4, 1)
-        # Local part of the luma detail, 4 sub-pixels per 1/2-resolution position (pixel-shuffled).
+        self.upsamples = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(len(widths) - 1))
+        # Smooth maps from the decoded 1/4-resolution features: curve alpha, luma gain k, fusion weight w
+        # (to full resolution), chroma log-gains (2) and offsets (2) (to half resolution).
+        self.smooth_head = nn.Conv2d(widths[1], 3 + 4, 1)
+        # Luma detail from the decoded 1/2-resolution features: 4 sub-pixels per position.
         self.detail_head = nn.Conv2d(widths[0], 4, 1)
         self.register_buffer("rgb_to_luma", torch.tensor(RGB_TO_LUMA).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_to_chroma", torch.tensor(RGB_TO_CHROMA), persistent=False)
         self.register_buffer("chroma_to_rgb", torch.tensor(CHROMA_TO_RGB), persistent=False)
         self.initialize_weights()
 
@@ -322,19 +336,19 @@ class FusionCNN(nn.Module):
                 # Residual branches start small so each stage begins close to the identity.
                 nn.init.normal_(module.project.weight, std=0.02)
             elif isinstance(module, FiLM):
-                nn.init.normal_(module.proj.weight, std=0.02)
-                nn.init.zeros_(module.proj.bias)  # zero embedding -> identity modulation
+                module.reset_parameters()
             elif isinstance(module, BrightnessAdaptiveGate):
                 nn.init.normal_(module.shift.weight, std=0.02)
                 nn.init.zeros_(module.shift.bias)
-        for head in (self.quarter_head, self.detail_head):
+        for head in (self.smooth_head, self.detail_head):
             nn.init.normal_(head.weight, std=HEAD_INIT_STD)
             nn.init.zeros_(head.bias)
         self.embedder.initialize_weights()
 
     @property
     def pad_multiple(self) -> int:
-        return 2 ** len(self.config.widths)
+        # The coarsest level is 1 / 2**len(widths); the illumination map averages 8x8 blocks.
+        return 2 ** max(len(self.config.widths), 3)
 
     def embed(self, condition: Condition | None, batch_size: int) -> torch.Tensor:
         """Degradation embedding (B, E) of a condition (None = unconditioned)."""
@@ -357,36 +371,37 @@ class FusionCNN(nn.Module):
         vis_rgb = vi.expand(-1, 3, -1, -1)
         vis_luma = vi if vi.shape[1] == 1 else F.conv2d(vi, self.rgb_to_luma)
 
-        # Encoder: gate the two modalities at 1/2 resolution, then go down to the coarsest level.
+        # U-Net: gate the two modalities at 1/2 resolution, go down to the coarsest level and back.
         vis = F.relu(self.vis_stem(vis_rgb))
         thermal = F.relu(self.ir_stem(ir))
-        half = self.encoder[0](self.gate(vis, thermal, local_illumination(vis_luma), embedding), embedding)
-        x, skips = half, []
+        x = self.encoder[0](self.gate(vis, thermal, local_illumination(vis_luma), embedding), embedding)
+        skips = [x]
         for level in range(1, len(self.encoder)):
             x = self.encoder[level](self.downsamples[level - 1](x), embedding)
             skips.append(x)
-        # Decoder: back up to 1/4 resolution.
-        for j in reversed(range(len(self.decoder))):
-            x = self.decoder[j](self.upsamples[j](x) + skips[j], embedding)
-        maps = self.quarter_head(x)
+        for level in reversed(range(len(self.decoder))):
+            if level == 0:
+                smooth = self.smooth_head(x)  # x holds the decoded 1/4-resolution features here
+            x = self.decoder[level](self.upsamples[level](x) + skips[level], embedding)
 
-        # Luma: curve-enhanced VIS, blended with IR, plus detail.
-        alpha_weight = torch.cat([torch.tanh(maps[:, :1]), torch.sigmoid(maps[:, 1:2])], dim=1)
-        alpha, weight = upsample(alpha_weight, 4).split(1, dim=1)
-        log_gain, offset, detail_context = upsample(maps[:, 2:], 2).split([2, 2, 4], dim=1)
-        detail = F.pixel_shuffle(self.detail_head(half) + detail_context, 2)
-        luma = torch.lerp(ir, apply_curve(vis_luma, alpha, self.config.curve_iterations), weight) + detail
+        # Luma: curve-enhanced, gained VIS blended with IR, plus detail.
+        alpha = torch.tanh(smooth[:, :1])
+        luma_gain = bounded_gain(smooth[:, 1:2], self.config.max_gain)
+        weight = torch.sigmoid(smooth[:, 2:3])
+        alpha, luma_gain, weight = resample(torch.cat([alpha, luma_gain, weight], dim=1), 4.0).split(1, dim=1)
+        enhanced = luma_gain * apply_curve(vis_luma, alpha, self.config.curve_iterations)
+        detail = F.pixel_shuffle(self.detail_head(x), 2)
+        luma = (torch.lerp(ir, enhanced, weight) + detail).clamp(0.0, 1.0)
 
-        # Chroma at 1/2 resolution, centred on neutral: C = gain * C_vis + offset.
-        vis_chroma = rgb_to_ycbcr(half_mean(vis_rgb))[:, 1:] - NEUTRAL_CHROMA
-        gain = torch.exp(math.log(self.config.chroma_max_gain) * torch.tanh(log_gain))
-        chroma = (gain * vis_chroma + NEUTRAL_CHROMA * torch.tanh(offset)).clamp(-NEUTRAL_CHROMA, NEUTRAL_CHROMA)
+        # Chroma at 1/2 resolution, centred on neutral: C = g * C_vis + offset.
+        chroma_gain, offset = resample(smooth[:, 3:], 2.0).split(2, dim=1)
+        vis_chroma = apply_colour_matrix(self.rgb_to_chroma, half_mean(vis_rgb))
+        chroma = bounded_gain(chroma_gain, self.config.max_gain) * vis_chroma + offset
+        chroma = chroma.clamp(-NEUTRAL_CHROMA, NEUTRAL_CHROMA)
         if gray.any():
             chroma = torch.where(gray[:, None, None, None], torch.zeros_like(chroma), chroma)
-        chroma = upsample(chroma, 2)
-        colour = torch.matmul(self.chroma_to_rgb, chroma.flatten(2)).unflatten(2, chroma.shape[-2:])
-        rgb = (luma.clamp(0.0, 1.0) + colour).clamp(0.0, 1.0)
-        return rgb[..., :height, :width]
+        colour = resample(apply_colour_matrix(self.chroma_to_rgb, chroma), 2.0)
+        return (luma + colour).clamp(0.0, 1.0)[..., :height, :width]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

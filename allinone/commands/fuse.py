@@ -1,0 +1,238 @@
+"""``allinone fuse``: fuse an IR/VIS image pair, two folders of pairs, or two videos with the FusionCNN.
+
+The kind of job follows from the inputs: two image files (the output is an image file), two folders
+(pairs by file stem, the output is a folder of <stem>.png; existing outputs are skipped, so re-running
+an interrupted command resumes it) or two videos (the output is an .mp4 at the VIS frame rate, frames
+paired by timestamp, see :mod:`allinone.video`). A JSON summary of what was done is printed as the last
+line of stdout, and written to ``--summary`` when given; ``ms_per_pair_median`` times the network only
+(reading and writing excluded).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from .. import console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "fuse", help="fuse IR and VIS images, folders of pairs, or videos",
+        description="Fuse infrared and visible inputs into colour images with the degradation-aware FusionCNN. "
+                    "--ir and --vi are two image files (-o an image file), two folders (pairs by file stem; "
+                    "-o a folder of <stem>.png; re-running resumes) or two videos (-o an .mp4). Tell the model "
+                    "what is wrong with the inputs with --degradation and/or --prompt; without either it fuses "
+                    "unconditioned.")
+    p.add_argument("--ir", required=True, help="infrared image, folder of images, or video")
+    p.add_argument("--vi", required=True, help="visible image, folder of images, or video")
+    p.add_argument("-o", "--out", required=True, help="output image file, folder, or .mp4 (by the kind of input)")
+    p.add_argument("--prompt", default=None, help="free-text description of the degradations, e.g. 'dense fog at night'")
+    p.add_argument("--degradation", default=None, metavar="NAME:LEVEL,...",
+                   help="known degradations with levels 1..5, e.g. haze:3,lowlight:2 "
+                        "(names: lowlight, overexposure, haze, rain, blur, lowres, noise, jpeg, low_contrast, ir_stripe)")
+    p.add_argument("--checkpoint", default=None,
+                   help="model folder with config.json and model.safetensors (default: the shipped checkpoints/fusion_cnn)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile size in pixels (default: whole frame up to 1024x1024 pixels, 512-pixel tiles beyond; "
+                        "0: always the whole frame)")
+    p.add_argument("--overlap", type=int, default=32, help="overlap of neighbouring tiles in pixels (default: 32)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="where the model runs; auto picks cuda when available (default: cpu)")
+    p.add_argument("--align", choices=("error", "resize"), default="error",
+                   help="IR/VIS size mismatch: fail (default) or resize IR to the VIS size")
+    p.add_argument("--ir-bits", type=int, default=None,
+                   help="bit depth of 16-bit IR files holding 12/14-bit counts (default: full 16-bit range)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (default: refuse for a file or video, skip in a folder)")
+    p.add_argument("--summary", metavar="FILE.json", default=None,
+                   help="also write the JSON summary to this file (it is always printed as the last line of stdout)")
+    p.set_defaults(func=run)
+
+
+def _kind(path: Path) -> str:
+    from degradations.io import IMAGE_SUFFIXES
+
+    from ..video import VIDEO_SUFFIXES
+
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else "unknown"
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _check_output(mode: str, out: Path, inputs: tuple[Path, Path], overwrite: bool) -> None:
+    """Fail before any work when the output is of the wrong kind, is an input, or exists (file/video)."""
+    from degradations.io import IMAGE_SUFFIXES
+
+    from ..cli import UserError
+
+    for source in inputs:
+        if _same_path(out, source):
+            raise UserError(f"-o {out} is the input {source}; choose another output so the input is not overwritten")
+    if mode == "folder":
+        if out.exists() and not out.is_dir():
+            raise UserError(f"-o {out} is a file; folder inputs need an output folder")
+        return
+    if mode == "pair" and out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"-o {out}: image inputs need an image output ({', '.join(IMAGE_SUFFIXES)})")
+    if mode == "video" and out.suffix.lower() != ".mp4":
+        raise UserError(f"-o {out}: video inputs need an .mp4 output")
+    if out.is_dir():
+        raise UserError(f"-o {out} is a folder; {mode} inputs need an output file")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    from ..cli import UserError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return name
+
+
+def _encode(image, suffix: str) -> bytes:
+    """Image bytes in the format of ``suffix``; PNG through the project's fast encoder."""
+    from PIL import Image
+
+    from degradations.io import encode_png
+
+    if suffix.lower() == ".png":
+        return encode_png(image)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=Image.registered_extensions()[suffix.lower()], quality=95)
+    return buffer.getvalue()
+
+
+def _fuse_timed(pipeline, ir, vi, embedding, args, milliseconds: list[float]):
+    from degradations.io import to_uint8
+
+    start = time.perf_counter()
+    fused = pipeline.fuse_tensors(ir, vi, embedding, tile=args.tile, overlap=args.overlap)
+    milliseconds.append(1000.0 * (time.perf_counter() - start))
+    return to_uint8(fused.cpu())
+
+
+def _median_ms(milliseconds: list[float]) -> float | None:
+    return round(statistics.median(milliseconds), 3) if milliseconds else None
+
+
+def _fuse_pair(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> dict:
+    from degradations.io import write_bytes_atomic
+    from degradations.pairs import Pair, load_pair
+
+    ir_tensor, vi_tensor = load_pair(Pair(vi.stem, ir, vi), args.align, args.ir_bits)
+    milliseconds: list[float] = []
+    write_bytes_atomic(out, _encode(_fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds), out.suffix))
+    return {"count": 1, "skipped": 0, "ms_per_pair_median": _median_ms(milliseconds)}
+
+
+def _fuse_folder(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> dict:
+    from tqdm import tqdm
+
+    from degradations.io import encode_png, write_bytes_atomic
+    from degradations.pairs import PairingError, check_sizes, find_pairs, load_pair
+
+    pairs = find_pairs(ir, vi)
+    if args.align == "error":
+        problems = check_sizes(pairs)
+        if problems:
+            raise PairingError(f"{len(problems)} pair(s) differ in size (pass --align resize to resize IR to the "
+                               "VIS size):\n" + "\n".join(problems))
+    todo = [pair for pair in pairs if args.overwrite or not (out / f"{pair.name}.png").exists()]
+    milliseconds: list[float] = []
+    for pair in tqdm(todo, desc="fuse", unit="pair", file=sys.stderr):
+        ir_tensor, vi_tensor = load_pair(pair, args.align, args.ir_bits)
+        fused = _fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds)
+        write_bytes_atomic(out / f"{pair.name}.png", encode_png(fused))
+    return {"pairs": len(pairs), "count": len(todo), "skipped": len(pairs) - len(todo),
+            "ms_per_pair_median": _median_ms(milliseconds)}
+
+
+def _fuse_video(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> dict:
+    from ..video import fuse_videos
+
+    report = fuse_videos(pipeline, ir, vi, out, embedding, tile=args.tile, overlap=args.overlap, align=args.align)
+    median = round(report.pop("ms_per_frame_median"), 3)
+    return {"count": report["output"]["frames_written"], "skipped": 0, "ms_per_pair_median": median, "video": report}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from degradations.labels import parse_degradation_spec
+
+    from ..cli import UserError
+    from ..pipeline import DEFAULT_CHECKPOINT, DEFAULT_TILE, FusionPipeline, make_condition
+
+    start = time.perf_counter()
+    ir, vi, out = Path(args.ir), Path(args.vi), Path(args.out)
+    for flag, path in (("--ir", ir), ("--vi", vi)):
+        if not path.exists():
+            raise UserError(f"{flag} {path} does not exist")
+    kinds = (_kind(ir), _kind(vi))
+    modes = {("image", "image"): "pair", ("folder", "folder"): "folder", ("video", "video"): "video"}
+    if kinds not in modes:
+        raise UserError(f"--ir and --vi must be two image files, two folders or two videos; got {ir} ({kinds[0]}) "
+                        f"and {vi} ({kinds[1]})")
+    mode = modes[kinds]
+    if (args.tile is not None and args.tile < 0) or args.overlap < 0:
+        raise UserError("--tile and --overlap must be >= 0")
+    tile = DEFAULT_TILE if args.tile is None else args.tile
+    if tile and args.overlap >= tile:
+        raise UserError(f"--overlap {args.overlap} must be smaller than the tile size {tile}")
+    try:
+        degradation = parse_degradation_spec(args.degradation) if args.degradation is not None else None
+    except ValueError as exc:
+        raise UserError(f"--degradation: {exc}") from None
+    _check_output(mode, out, (ir, vi), args.overwrite)
+    device = _device(args.device)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+    try:
+        pipeline = FusionPipeline.from_pretrained(checkpoint, device=device)
+    except (ValueError, RuntimeError) as exc:  # wrong model type or version, weights that do not fit the config
+        raise UserError(f"--checkpoint {checkpoint}: {exc}") from exc
+    embedding = pipeline.embed(make_condition(args.prompt, degradation), 1)
+
+    fuse = {"pair": _fuse_pair, "folder": _fuse_folder, "video": _fuse_video}[mode]
+    done = fuse(pipeline, embedding, args, ir, vi, out)
+    summary = {
+        "command": "fuse",
+        "mode": mode,
+        "ir": str(ir),
+        "vi": str(vi),
+        "output": str(out),
+        **done,
+        "condition": {"prompt": args.prompt, "degradation": degradation}
+        if args.prompt or degradation is not None else None,
+        "checkpoint": str(checkpoint),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "align": args.align,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    document = json.dumps(summary)
+    if args.summary:
+        from degradations.io import write_bytes_atomic
+
+        write_bytes_atomic(args.summary, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    skipped = f" ({done['skipped']} skipped: outputs exist; --overwrite redoes them)" if done["skipped"] else ""
+    unit = "frames" if mode == "video" else "pair(s)"
+    console.success(f"fused {done['count']} {unit} into {out}{skipped}")
+    print(document)
+    return 0

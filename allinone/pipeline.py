@@ -1,0 +1,258 @@
+"""FusionPipeline: fuse one IR/VIS pair with a trained FusionCNN in one call.
+
+Like a diffusers pipeline, it composes the model and does the chores around it: reading inputs of
+any kind (file paths, PIL images, numpy arrays, tensors), turning a prompt and/or degradation levels
+into a :class:`~allinone.conditioning.Condition`, choosing whole-frame or tiled inference, and
+converting the result::
+
+    pipe = FusionPipeline.from_pretrained()            # the shipped checkpoint, on the CPU
+    fused = pipe("ir.png", "vi.png", degradation="haze:3", prompt="thick fog at dusk")
+    fused.save("fused.png")
+
+Frames up to ``WHOLE_FRAME_MAX_PIXELS`` go through the network whole; larger ones in overlapping
+``DEFAULT_TILE`` tiles (:func:`allinone.tiling.tiled_apply`), so memory stays bounded whatever the
+frame size. The network has no global operation, so tiled and whole-frame outputs agree.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from allinone.conditioning import Condition, SentenceEncoder
+from allinone.models.fusion_cnn import CONFIG_NAME, RGB_TO_LUMA, WEIGHTS_NAME, FusionCNN
+from allinone.tiling import tiled_apply
+from degradations.io import read_ir, read_vis, to_uint8
+from degradations.labels import label_vector, parse_degradation_spec
+from degradations.pairs import align_to
+
+# The shipped weights: <repo>/checkpoints/fusion_cnn, next to the package (an editable install keeps them there).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fusion_cnn"
+WHOLE_FRAME_MAX_PIXELS = 1024 * 1024
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
+ALIGN_MODES = ("error", "resize")
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+Degradation = Union[Mapping[str, int], str]
+
+# PIL modes whose pixels np.asarray returns as they are; any other mode is converted to RGB first.
+_PLAIN_MODES = ("L", "RGB", "I;16", "I;16L", "I;16B", "I", "F")
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """Integer pixels scaled by their container range (8-bit by 255, 16-bit by 65535), floats clipped."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype in (np.uint16, np.int32):  # PIL reads 16-bit PNGs as I;16 or I (int32)
+        return np.clip(array.astype(np.float32) / 65535.0, 0.0, 1.0)
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array.astype(np.float32), 0.0, 1.0)
+    raise TypeError(f"unsupported pixel type {array.dtype}")
+
+
+def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, C) array -> (1, C, H, W) float32 in [0, 1], alpha dropped."""
+    if array.ndim == 3 and array.shape[-1] in (2, 4):
+        array = array[..., :-1]
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3) or array.size == 0:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(_unit_range(array).transpose(2, 0, 1)))[None]
+
+
+def _tensor_to_unit(image: torch.Tensor) -> torch.Tensor:
+    """(H, W), (C, H, W) or (1, C, H, W) tensor -> (1, C, H, W) float32 in [0, 1] on the CPU."""
+    image = image.detach().cpu()
+    if image.dim() == 2:
+        image = image[None]
+    if image.dim() == 3:
+        image = image[None]
+    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected one (H, W), (C, H, W) or (1, C, H, W) image with C in (1, 3), got {tuple(image.shape)}; "
+            "use fuse_tensors for batches")
+    if image.dtype == torch.uint8:
+        return image.float() / 255.0
+    return image.float().clamp(0.0, 1.0)
+
+
+def image_to_tensor(image: ImageInput, modality: str) -> torch.Tensor:
+    """Any supported image input as a (1, C, H, W) float32 tensor in [0, 1].
+
+    ``modality`` "ir": always one channel (the Rec. 601 luminance of a colour input, as
+    :func:`degradations.io.read_ir`). "vi": three channels, or one when the image is gray (three
+    equal channels), as :func:`degradations.io.read_vis`. Integer pixels are scaled by their type's
+    range; float pixels are taken to be in [0, 1].
+    """
+    if modality not in ("ir", "vi"):
+        raise ValueError(f"modality must be 'ir' or 'vi', got {modality!r}")
+    if isinstance(image, (str, os.PathLike)):
+        return read_ir(image) if modality == "ir" else read_vis(image)
+    if isinstance(image, Image.Image):
+        tensor = _array_to_tensor(np.asarray(image if image.mode in _PLAIN_MODES else image.convert("RGB")))
+    elif isinstance(image, np.ndarray):
+        tensor = _array_to_tensor(image)
+    elif isinstance(image, torch.Tensor):
+        tensor = _tensor_to_unit(image)
+    else:
+        raise TypeError(f"unsupported image input {type(image).__name__}: expected a path, PIL image, array or tensor")
+    if tensor.shape[1] == 3:
+        if modality == "ir":
+            luma = torch.tensor(RGB_TO_LUMA, dtype=tensor.dtype).view(1, 3, 1, 1)
+            return (tensor * luma).sum(dim=1, keepdim=True)
+        if torch.equal(tensor[:, 0], tensor[:, 1]) and torch.equal(tensor[:, 0], tensor[:, 2]):
+            return tensor[:, :1]
+    return tensor
+
+
+def make_condition(prompt: str | None = None, degradation: Degradation | None = None) -> Condition | None:
+    """The condition of one pair (batch size 1), or None (unconditioned) when neither source is given.
+
+    ``degradation`` is ``{"haze": 3, "lowlight": 2}`` or its CLI form ``"haze:3,lowlight:2"``; an empty
+    one means "known to be clean" (a zero label vector), which differs from None ("unknown").
+    """
+    if isinstance(degradation, str):
+        degradation = parse_degradation_spec(degradation)
+    labels = label_vector(degradation)[None] if degradation is not None else None
+    prompts = [prompt] if prompt else None
+    if labels is None and prompts is None:
+        return None
+    return Condition(labels=labels, prompts=prompts)
+
+
+def resolve_tile(height: int, width: int, tile: int | None) -> int | None:
+    """Tile size to use for an H x W frame; None = whole frame.
+
+    ``tile=None``: whole frame up to ``WHOLE_FRAME_MAX_PIXELS`` pixels, else ``DEFAULT_TILE`` tiles.
+    ``tile=0``: whole frame whatever its size. Any other value: tiles of that size.
+    """
+    if tile is None:
+        return None if height * width <= WHOLE_FRAME_MAX_PIXELS else DEFAULT_TILE
+    if tile < 0:
+        raise ValueError(f"tile must be >= 0, got {tile}")
+    return tile or None
+
+
+def _describe(image: ImageInput) -> str:
+    return str(image) if isinstance(image, (str, os.PathLike)) else f"the {type(image).__name__}"
+
+
+class FusionPipeline:
+    """Degradation-aware IR/VIS fusion with a :class:`FusionCNN` (see the module docstring).
+
+    Args:
+        model: the fusion network; it is put in eval mode and used on its own device.
+        checkpoint: the folder it was loaded from, for reports (None for an in-memory model).
+    """
+
+    def __init__(self, model: FusionCNN, checkpoint: str | os.PathLike | None = None) -> None:
+        self.model = model.eval()
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike = DEFAULT_CHECKPOINT,
+        device: str | torch.device = "cpu",
+        text_encoder: SentenceEncoder | None = None,
+    ) -> "FusionPipeline":
+        """Load the FusionCNN saved in ``path`` (``config.json`` + ``model.safetensors``) onto ``device``.
+
+        ``text_encoder`` replaces the lazily loaded MiniLM used for prompts (tests pass a fake).
+        """
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(
+                f"no FusionCNN checkpoint in {path}: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
+                "(written by FusionCNN.save_pretrained)")
+        return cls(FusionCNN.from_pretrained(path, device=device, text_encoder=text_encoder), checkpoint=path)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def embed(self, condition: Condition | None, batch_size: int = 1) -> torch.Tensor:
+        """Degradation embedding (B, E) of ``condition``; compute it once to fuse many frames with it."""
+        return self.model.embed(condition, batch_size)
+
+    @torch.inference_mode()
+    def fuse_tensors(
+        self,
+        ir: torch.Tensor,
+        vi: torch.Tensor,
+        condition: Condition | torch.Tensor | None = None,
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+    ) -> torch.Tensor:
+        """Fuse a batch: ``ir`` (B, 1, H, W) and ``vi`` (B, 3 or 1, H, W) in [0, 1] -> RGB (B, 3, H, W).
+
+        Args:
+            ir, vi: same-sized batches, on any device (moved to the pipeline's).
+            condition: a Condition of batch size B or 1, an embedding (B or 1, E) from :meth:`embed`,
+                or None (unconditioned). Batch size 1 applies to every sample.
+            tile: see :func:`resolve_tile`.
+            overlap: overlap of neighbouring tiles, in pixels.
+
+        Returns:
+            The fused batch, float in [0, 1], on the pipeline's device.
+        """
+        if ir.dim() != 4 or vi.dim() != 4 or ir.shape[1] != 1 or vi.shape[1] not in (1, 3):
+            raise ValueError(f"expected ir (B, 1, H, W) and vi (B, 3 or 1, H, W), got {tuple(ir.shape)} "
+                             f"and {tuple(vi.shape)}")
+        if ir.shape[0] != vi.shape[0] or ir.shape[-2:] != vi.shape[-2:]:
+            raise ValueError(f"ir {tuple(ir.shape)} and vi {tuple(vi.shape)} differ in batch size or frame size")
+        device = self.device
+        ir, vi = ir.to(device, torch.float32), vi.to(device, torch.float32)
+        batch = ir.shape[0]
+        embedding = condition if isinstance(condition, torch.Tensor) else self.model.embed(condition, 1)
+        embedding = embedding.to(device).expand(batch, -1)
+
+        def fuse(ir_part: torch.Tensor, vi_part: torch.Tensor) -> torch.Tensor:
+            return self.model(ir_part, vi_part, embedding)
+
+        tile = resolve_tile(*ir.shape[-2:], tile)
+        if tile is None:
+            return fuse(ir, vi)
+        return tiled_apply(fuse, ir, vi, tile=tile, overlap=overlap)
+
+    def __call__(
+        self,
+        ir: ImageInput,
+        vi: ImageInput,
+        prompt: str | None = None,
+        degradation: Degradation | None = None,
+        tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+        align: str = "error",
+    ) -> Image.Image:
+        """Fuse one pair into an RGB PIL image of the VIS size (gray when VIS is gray).
+
+        Args:
+            ir, vi: file paths, PIL images, numpy arrays ((H, W) or (H, W, 3), integer or float in
+                [0, 1]) or tensors ((H, W), (C, H, W) or (1, C, H, W)); see :func:`image_to_tensor`.
+            prompt: free-text description of the degradations, e.g. "dense fog, dark night".
+            degradation: degradation levels 1..5, ``{"haze": 3}`` or ``"haze:3"``. With neither
+                prompt nor degradation the fusion is unconditioned.
+            tile, overlap: see :meth:`fuse_tensors`.
+            align: IR/VIS size mismatch: "error" (ValueError) or "resize" (IR resized to the VIS size).
+        """
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+        ir_tensor, vi_tensor = image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi")
+        if ir_tensor.shape[-2:] != vi_tensor.shape[-2:]:
+            if align != "resize":
+                raise ValueError(
+                    f"IR {_describe(ir)} is {ir_tensor.shape[-1]}x{ir_tensor.shape[-2]} but VIS {_describe(vi)} is "
+                    f"{vi_tensor.shape[-1]}x{vi_tensor.shape[-2]}; pass align='resize' to resize IR to the VIS size")
+            ir_tensor = align_to(ir_tensor, tuple(vi_tensor.shape[-2:]))
+        fused = self.fuse_tensors(ir_tensor, vi_tensor, make_condition(prompt, degradation), tile, overlap)
+        return Image.fromarray(to_uint8(fused.cpu()))

@@ -1,0 +1,151 @@
+"""Size and CPU speed of the fusion model next to the classic baselines, on one 640x480 pair.
+
+Usage:
+    python scripts/bench_fuse.py --checkpoint checkpoints/fusion_cnn [--repeats 20] [--csv PATH]
+
+Reports, as a markdown table: parameters; GFLOPs of one 640x480 forward, counted by
+torch.utils.flop_counter.FlopCounterMode (FLOPs, one multiply-add = 2 FLOPs, so GMACs are half; only
+convolutions and matrix products are counted: elementwise work such as the colour conversion, the mean
+and the max counts as 0); the median milliseconds per pair with 1 and 2 torch threads. A timed call is
+the whole model call (padding, embedding of the condition, colour) on tensors already in memory, with a
+degradation-label condition; each method is warmed up first, and the methods take turns within each
+repeat so that they share the machine's load. Absolute times depend on the machine and its load; the
+ratio of ours to a baseline from the same run is the number to quote. Then the peak resident memory
+(ru_maxrss) after loading and after the benchmark.
+
+The pair is the first one of <data>/msrs_test (640x480); without the shared data, a seeded random pair.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion  # noqa: E402
+from allinone.conditioning import Condition  # noqa: E402
+from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
+from degradations.io import write_bytes_atomic  # noqa: E402
+from degradations.labels import label_vector  # noqa: E402
+from degradations.pairs import find_pairs, load_pair  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
+HEIGHT, WIDTH = 480, 640
+THREADS = (1, 2)
+WARMUP = 3
+OURS = "ours"
+COLUMNS = ("method", "params", "gflops", "ms_1_thread", "ms_2_threads", "ours_ratio_1_thread", "ours_ratio_2_threads")
+
+Fuse = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def benchmark_pair(data: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(1, 1, 480, 640) IR, (1, 3, 480, 640) VIS and where they come from."""
+    folder = data / "msrs_test"
+    if (folder / "ir").is_dir():
+        pair = find_pairs(folder / "ir", folder / "vi")[0]
+        ir, vi = load_pair(pair, "error", None)
+        if tuple(vi.shape) == (1, 3, HEIGHT, WIDTH):
+            return ir, vi, f"{folder.name}/{pair.name}"
+    generator = torch.Generator().manual_seed(0)
+    ir = torch.rand(1, 1, HEIGHT, WIDTH, generator=generator)
+    vi = torch.rand(1, 3, HEIGHT, WIDTH, generator=generator)
+    return ir, vi, "a seeded random pair (shared data not found)"
+
+
+def count_flops(fuse: Fuse, ir: torch.Tensor, vi: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fuse(ir, vi)
+    return counter.get_total_flops()
+
+
+def median_ms(methods: dict[str, Fuse], ir: torch.Tensor, vi: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median milliseconds per call of each method; the methods alternate within each repeat."""
+    for fuse in methods.values():
+        for _ in range(WARMUP):
+            fuse(ir, vi)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fuse in methods.items():
+            start = time.perf_counter()
+            fuse(ir, vi)
+            times[name].append(1000.0 * (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (uses msrs_test)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per method and thread count")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
+    args = parser.parse_args(argv)
+
+    model = FusionCNN.from_pretrained(args.checkpoint)
+    ir, vi, source = benchmark_pair(args.data)
+    condition = Condition(labels=label_vector({"haze": 3})[None])
+    methods: dict[str, Fuse] = {
+        OURS: lambda ir, vi: model(ir, vi, condition),
+        "mean": mean_fusion,
+        "max": max_fusion,
+        "laplacian": laplacian_pyramid_fusion,
+    }
+    params = {OURS: model.num_parameters(), "mean": 0, "max": 0, "laplacian": 0}
+    loaded_mib = peak_rss_mib()
+
+    with torch.inference_mode():
+        flops = {name: count_flops(fuse, ir, vi) for name, fuse in methods.items()}
+        timings = {}
+        for threads in THREADS:
+            torch.set_num_threads(threads)
+            timings[threads] = median_ms(methods, ir, vi, args.repeats)
+
+    rows = []
+    for name in methods:
+        row = {"method": name, "params": params[name], "gflops": flops[name] / 1e9}
+        for threads, suffix in zip(THREADS, ("1_thread", "2_threads")):
+            row[f"ms_{suffix}"] = timings[threads][name]
+            row[f"ours_ratio_{suffix}"] = timings[threads][OURS] / timings[threads][name]
+        rows.append(row)
+
+    print(f"# Fusion speed, one {WIDTH}x{HEIGHT} pair ({source}); checkpoint {args.checkpoint}\n")
+    print(f"median of {args.repeats} calls after {WARMUP} warm-up calls; GFLOPs = FLOPs / 1e9 (FlopCounterMode, "
+          f"2 FLOPs per multiply-add; convolutions and matrix products only)\n")
+    print("| method | params | GFLOPs | ms/pair, 1 thread | ms/pair, 2 threads | ours / this, 1 thread "
+          "| ours / this, 2 threads |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['method']} | {row['params']:,} | {row['gflops']:.3f} | {row['ms_1_thread']:.1f} | "
+              f"{row['ms_2_threads']:.1f} | {row['ours_ratio_1_thread']:.2f} | {row['ours_ratio_2_threads']:.2f} |")
+    print(f"\npeak resident memory: {loaded_mib:.0f} MiB after loading, {peak_rss_mib():.0f} MiB after the benchmark")
+    if args.csv is not None:
+        write_csv(args.csv, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

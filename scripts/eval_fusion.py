@@ -1,0 +1,421 @@
+"""Evaluate the fusion model against classic baselines on clean, synthetically degraded and really degraded pairs.
+
+Usage:
+    python scripts/eval_fusion.py --checkpoint checkpoints/fusion_cnn [--data ../shared/data/eval]
+        [--out docs/results] [--pairs-per-subset N] [--levels 3] [--seed 0] [--max-side 1024]
+        [--threads 2] [--niqe] [--quick] [--strict]
+
+Three evaluations, each printed as markdown tables and written as CSV files to --out:
+
+a. clean (``clean_pairs.csv``, ``clean_summary.csv``): the real pairs of msrs_test, roadscene, tno, llvip
+   and m3fd; every metric of allinone.metrics.METRIC_NAMES for ours (unconditioned) and the mean, max and
+   Laplacian-pyramid baselines; means over all pairs, per subset and over the MSRS night pairs (names
+   ending in N). PASS/FAIL lines for the acceptance criteria follow.
+b. synthetic (``synthetic_pairs.csv``, ``synthetic_summary.csv``): every clean pair degraded by the
+   recipes night, haze, noise, blur, lowres and mixed at each --levels (plan seeded by
+   ``item_seed(--seed, pair name, recipe, level)`` as ``allinone degrade`` does; haze depth from
+   ``DepthEstimator.load(None)``). VIF, Qabf, SSIM and MI of each output against the CLEAN sources;
+   ours conditioned on the true degradation labels, ours unconditioned, and the baselines fed the
+   degraded pair. PASS/FAIL per recipe and metric: conditioned > unconditioned, both > every baseline.
+c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): the AWFusion haze and rain
+   pairs scored against their clean gt_ir/gt_vi references, plus PSNR_ref/SSIM_ref of the output's
+   luma against the clean VIS; ours conditioned on haze:3 or rain:3, unconditioned, and the baselines.
+
+``checks.csv`` collects every PASS/FAIL line. Every method's output and every source go through the same
+8-bit conversion (degradations.io.to_uint8) before scoring. Frames whose longer side exceeds --max-side
+are box-downscaled by an integer factor before anything else (default 1024: LLVIP's 1280x1024 frames
+are halved); the output names them. --quick (2 pairs per subset, frames at most 256 px) is a smoke
+test: its numbers mean nothing. The exit status is 0 unless --strict is given and a check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion  # noqa: E402
+from allinone.conditioning import Condition  # noqa: E402
+from allinone.metrics import METRIC_NAMES, evaluate_fusion, niqe  # noqa: E402
+from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
+from degradations.depth import DepthEstimator  # noqa: E402
+from degradations.io import to_uint8, write_bytes_atomic  # noqa: E402
+from degradations.labels import label_vector  # noqa: E402
+from degradations.pairs import find_pairs, load_pair  # noqa: E402
+from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
+
+CLEAN_SUBSETS = ("msrs_test", "roadscene", "tno", "llvip", "m3fd")
+NIGHT_SUBSET = "msrs_test"  # MSRS marks its night pairs with a trailing N in the name
+SYNTHETIC_RECIPES = ("night", "haze", "noise", "blur", "lowres", "mixed")
+# Real degraded subsets and the degradation each one shows, as the model's condition.
+REAL_DEGRADED = {"degraded_awfusion_haze": {"haze": 3}, "degraded_awfusion_rain": {"rain": 3}}
+
+DEGRADED_METRICS = ("VIF", "Qabf", "SSIM", "MI")
+REFERENCE_METRICS = ("PSNR_ref", "SSIM_ref")
+CHECKED_METRICS = ("VIF", "Qabf", "SSIM")
+MAX_RATIO = 0.97  # ours may trail max fusion by 3% on VIF and Qabf (max fusion is strong on both)
+NIGHT_TARGETS = {"VIF": 1.0, "Qabf": 0.62}
+
+QUICK_PAIRS_PER_SUBSET = 2
+QUICK_MAX_SIDE = 160
+DEFAULT_MAX_SIDE = 1024
+
+BASELINES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mean": mean_fusion,
+    "max": max_fusion,
+    "laplacian": laplacian_pyramid_fusion,
+}
+OURS, OURS_CONDITIONED, OURS_UNCONDITIONED = "ours", "ours_cond", "ours_uncond"
+
+
+@dataclass
+class Sample:
+    """One pair (1, 1, H, W) IR and (1, C, H, W) VIS, with clean references when the pair is degraded."""
+
+    subset: str
+    name: str
+    ir: torch.Tensor
+    vi: torch.Tensor
+    clean_ir: torch.Tensor | None = None
+    clean_vi: torch.Tensor | None = None
+
+
+@dataclass
+class Check:
+    evaluation: str
+    passed: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} [{self.evaluation}] {self.detail}"
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def downscale_factor(height: int, width: int, max_side: int | None) -> int:
+    """Smallest integer factor that brings the longer side to at most ``max_side`` (1 when None)."""
+    return 1 if max_side is None else max(1, math.ceil(max(height, width) / max_side))
+
+
+def box_downscale(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Mean over ``factor`` x ``factor`` blocks (B, C, H, W) -> (B, C, H // factor, W // factor)."""
+    return x if factor == 1 else F.avg_pool2d(x, factor)
+
+
+def load_subset(folder: Path, limit: int | None, max_side: int | None, references: bool = False,
+                downscaled: list[str] | None = None) -> list[Sample]:
+    """The first ``limit`` pairs (by name) of ``folder``/ir, vi; with ``references`` also gt_ir, gt_vi.
+
+    IR is resized to the VIS size where they differ. Names of downscaled pairs go to ``downscaled``.
+    """
+    pairs = find_pairs(folder / "ir", folder / "vi")[:limit]
+    clean = {p.name: p for p in find_pairs(folder / "gt_ir", folder / "gt_vi")} if references else {}
+    samples = []
+    for pair in pairs:
+        images = list(load_pair(pair, "resize", None))
+        if references:
+            images += load_pair(clean[pair.name], "resize", None)
+        factor = downscale_factor(*images[1].shape[-2:], max_side)
+        if factor > 1 and downscaled is not None:
+            downscaled.append(f"{folder.name}/{pair.name} (1/{factor})")
+        samples.append(Sample(folder.name, pair.name, *(box_downscale(x, factor) for x in images)))
+    return samples
+
+
+def degrade(sample: Sample, recipe: str, level: int, seed: int, depth: Callable[[], torch.Tensor]):
+    """Degrade a clean sample with a recipe; returns (plan, degraded Sample with the clean references)."""
+    p = plan(recipe, level, item_seed(seed, sample.name, recipe, level))
+    ir, vi = apply_steps(p.steps, sample.ir, sample.vi, depth() if p.needs_depth else None)
+    return p, Sample(sample.subset, sample.name, ir, vi, sample.ir, sample.vi)
+
+
+# --- scoring ----------------------------------------------------------------------------------------
+
+
+def score(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, ref: torch.Tensor | None = None,
+          with_niqe: bool = False) -> dict[str, float]:
+    """Metrics of one fused RGB image against its sources; all images converted to uint8 alike.
+
+    NIQE is NaN for an image smaller than the two 96x96 blocks it needs.
+    """
+    fused8 = to_uint8(fused)
+    scores = evaluate_fusion(fused8, to_uint8(ir), to_uint8(vi), None if ref is None else to_uint8(ref),
+                             compute_niqe=False)
+    if with_niqe:
+        try:
+            scores["NIQE"] = niqe(fused8)
+        except ValueError:
+            scores["NIQE"] = math.nan
+    return scores
+
+
+def labels_condition(levels: Mapping[str, int]) -> Condition:
+    """The model condition for one pair with known degradation levels."""
+    return Condition(labels=label_vector(levels)[None])
+
+
+def mean_rows(rows: Sequence[dict], metrics: Sequence[str], **labels) -> list[dict]:
+    """One row per method (in order of appearance): NaN-ignoring means of ``metrics``, the pair count."""
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    summary = []
+    for method in methods:
+        chosen = [row for row in rows if row["method"] == method]
+        means = {}
+        for metric in metrics:
+            values = np.array([row[metric] for row in chosen], dtype=np.float64)
+            means[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        summary.append({**labels, "method": method, "pairs": len(chosen), **means})
+    return summary
+
+
+def by_method(summary: Iterable[dict]) -> dict[str, dict]:
+    return {row["method"]: row for row in summary}
+
+
+# --- output -----------------------------------------------------------------------------------------
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Write ``rows`` atomically (temporary file + rename), so a killed run never leaves half a table."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+# --- checks -----------------------------------------------------------------------------------------
+
+
+def clean_checks(overall: dict[str, dict], night: dict[str, dict]) -> list[Check]:
+    """Acceptance criteria on the clean pairs, from the per-method means."""
+    checks = []
+    ours = overall[OURS]
+    for metric in CHECKED_METRICS:
+        for baseline in ("mean", "laplacian"):
+            value = overall[baseline][metric]
+            checks.append(Check("clean", ours[metric] > value,
+                                f"{metric} ours > {baseline}: {ours[metric]:.4f} vs {value:.4f}"))
+    value = overall["max"]["SSIM"]
+    checks.append(Check("clean", ours["SSIM"] > value, f"SSIM ours > max: {ours['SSIM']:.4f} vs {value:.4f}"))
+    for metric in ("VIF", "Qabf"):
+        value = overall["max"][metric]
+        checks.append(Check("clean", ours[metric] >= MAX_RATIO * value,
+                            f"{metric} ours >= {MAX_RATIO} x max: {ours[metric]:.4f} vs {MAX_RATIO} x {value:.4f} "
+                            f"= {MAX_RATIO * value:.4f}"))
+    if not night:
+        return checks + [Check("clean MSRS night", False, "no MSRS night pair was evaluated")]
+    for metric, target in NIGHT_TARGETS.items():
+        value = night[OURS][metric]
+        gap = "" if value >= target else f", short by {target - value:.4f}"
+        checks.append(Check("clean MSRS night", value >= target, f"{metric} ours >= {target}: {value:.4f}{gap}"))
+    return checks
+
+
+def ordering_check(evaluation: str, means: dict[str, dict], metric: str) -> Check:
+    """conditioned > unconditioned, and both > every baseline, on the mean of ``metric``."""
+    conditioned, unconditioned = means[OURS_CONDITIONED][metric], means[OURS_UNCONDITIONED][metric]
+    failures = []
+    if not conditioned > unconditioned:
+        failures.append(f"conditioned {conditioned:.4f} <= unconditioned {unconditioned:.4f}")
+    for baseline in BASELINES:
+        value = means[baseline][metric]
+        for label, ours in (("conditioned", conditioned), ("unconditioned", unconditioned)):
+            if not ours > value:
+                failures.append(f"{label} {ours:.4f} <= {baseline} {value:.4f}")
+    if failures:
+        return Check(evaluation, False, f"{metric}: " + "; ".join(failures))
+    best = max(BASELINES, key=lambda name: means[name][metric])
+    return Check(evaluation, True, f"{metric}: conditioned {conditioned:.4f} > unconditioned {unconditioned:.4f} "
+                                   f"> best baseline {best} {means[best][metric]:.4f}")
+
+
+# --- the three evaluations --------------------------------------------------------------------------
+
+
+def evaluate_clean(model: FusionCNN, samples: list[Sample], with_niqe: bool, out: Path) -> list[Check]:
+    metrics = list(METRIC_NAMES) + (["NIQE"] if with_niqe else [])
+    rows = []
+    for sample in samples:
+        outputs = {OURS: model(sample.ir, sample.vi, None)}
+        outputs.update((name, fuse(sample.ir, sample.vi)) for name, fuse in BASELINES.items())
+        for method, fused in outputs.items():
+            scores = score(fused, sample.ir, sample.vi, with_niqe=with_niqe)
+            rows.append({"subset": sample.subset, "pair": sample.name, "method": method, **scores})
+    night_rows = [row for row in rows if row["subset"] == NIGHT_SUBSET and row["pair"].endswith("N")]
+    summary = mean_rows(rows, metrics, group="all")
+    for subset in dict.fromkeys(row["subset"] for row in rows):
+        summary += mean_rows([row for row in rows if row["subset"] == subset], metrics, group=subset)
+    night_summary = mean_rows(night_rows, metrics, group="msrs_night")
+    summary += night_summary
+    write_csv(out / "clean_pairs.csv", rows, ["subset", "pair", "method", *metrics])
+    write_csv(out / "clean_summary.csv", summary, ["group", "method", "pairs", *metrics])
+
+    overall = by_method(row for row in summary if row["group"] == "all")
+    print(f"\n## a. Clean pairs: mean over {len(samples)} pairs\n")
+    print(markdown_table(list(overall.values()), ["method", *metrics]))
+    if night_summary:
+        print(f"\n### MSRS night pairs ({night_summary[0]['pairs']})\n")
+        print(markdown_table(night_summary, ["method", *metrics]))
+    checks = clean_checks(overall, by_method(night_summary))
+    print("\n" + "\n".join(check.line() for check in checks))
+    return checks
+
+
+def evaluate_synthetic(model: FusionCNN, samples: list[Sample], levels: Sequence[int], seed: int,
+                       estimator: DepthEstimator, out: Path) -> list[Check]:
+    rows = []
+    depths: dict[tuple[str, str], torch.Tensor] = {}
+    for sample in samples:
+        def depth(sample=sample) -> torch.Tensor:  # computed once per pair, only when a plan needs it
+            key = (sample.subset, sample.name)
+            if key not in depths:
+                depths[key] = estimator(sample.vi)
+            return depths[key]
+
+        for recipe in SYNTHETIC_RECIPES:
+            for level in levels:
+                p, degraded = degrade(sample, recipe, level, seed, depth)
+                outputs = {
+                    OURS_CONDITIONED: model(degraded.ir, degraded.vi, labels_condition(p.levels)),
+                    OURS_UNCONDITIONED: model(degraded.ir, degraded.vi, None),
+                }
+                outputs.update((name, fuse(degraded.ir, degraded.vi)) for name, fuse in BASELINES.items())
+                for method, fused in outputs.items():
+                    scores = score(fused, sample.ir, sample.vi)
+                    rows.append({"recipe": recipe, "level": level, "degradations": "+".join(p.degradations),
+                                 "subset": sample.subset, "pair": sample.name, "method": method,
+                                 **{m: scores[m] for m in DEGRADED_METRICS}})
+    summary, checks = [], []
+    print(f"\n## b. Synthetic degradations of the {len(samples)} clean pairs, scored against the clean sources")
+    print(f"(depth: {estimator.source}; seed {seed})")
+    for recipe in SYNTHETIC_RECIPES:
+        for level in levels:
+            chosen = [row for row in rows if row["recipe"] == recipe and row["level"] == level]
+            means = mean_rows(chosen, DEGRADED_METRICS, recipe=recipe, level=level)
+            summary += means
+            print(f"\n### {recipe}, level {level}\n")
+            print(markdown_table(means, ["method", *DEGRADED_METRICS]))
+            recipe_checks = [ordering_check(f"synthetic {recipe} L{level}", by_method(means), metric)
+                             for metric in DEGRADED_METRICS]
+            print("\n" + "\n".join(check.line() for check in recipe_checks))
+            checks += recipe_checks
+    write_csv(out / "synthetic_pairs.csv", rows,
+              ["recipe", "level", "degradations", "subset", "pair", "method", *DEGRADED_METRICS])
+    write_csv(out / "synthetic_summary.csv", summary, ["recipe", "level", "method", "pairs", *DEGRADED_METRICS])
+    return checks
+
+
+def evaluate_real_degraded(model: FusionCNN, subsets: dict[str, list[Sample]], out: Path) -> None:
+    metrics = [*DEGRADED_METRICS, *REFERENCE_METRICS]
+    rows, summary = [], []
+    print("\n## c. Real degraded pairs, scored against their clean references (PSNR_ref, SSIM_ref: luma vs clean VIS)")
+    for subset, samples in subsets.items():
+        condition = labels_condition(REAL_DEGRADED[subset])
+        subset_rows = []
+        for sample in samples:
+            outputs = {
+                OURS_CONDITIONED: model(sample.ir, sample.vi, condition),
+                OURS_UNCONDITIONED: model(sample.ir, sample.vi, None),
+            }
+            outputs.update((name, fuse(sample.ir, sample.vi)) for name, fuse in BASELINES.items())
+            for method, fused in outputs.items():
+                scores = score(fused, sample.clean_ir, sample.clean_vi, ref=sample.clean_vi)
+                subset_rows.append({"subset": subset, "pair": sample.name, "method": method,
+                                    **{m: scores[m] for m in metrics}})
+        means = mean_rows(subset_rows, metrics, subset=subset)
+        rows += subset_rows
+        summary += means
+        label = ", ".join(f"{name}:{level}" for name, level in REAL_DEGRADED[subset].items())
+        print(f"\n### {subset} ({len(samples)} pairs; conditioned on {label})\n")
+        print(markdown_table(means, ["method", *metrics]))
+    write_csv(out / "real_degraded_pairs.csv", rows, ["subset", "pair", "method", *metrics])
+    write_csv(out / "real_degraded_summary.csv", summary, ["subset", "method", "pairs", *metrics])
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results", help="folder for the CSV files")
+    parser.add_argument("--pairs-per-subset", type=int, default=None, help="first N pairs of each subset (default all)")
+    parser.add_argument("--levels", type=int, nargs="+", default=[3], help="severity levels of the synthetic recipes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic degradation plans")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help=f"box-downscale frames with a longer side above this (default {DEFAULT_MAX_SIDE}; "
+                             f"0 = never)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--niqe", action="store_true", help="add NIQE to the clean evaluation (slow)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: {QUICK_PAIRS_PER_SUBSET} pairs per subset, frames at most "
+                             f"{QUICK_MAX_SIDE} px, unless given explicitly")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a check fails")
+    args = parser.parse_args(argv)
+    if args.pairs_per_subset is None and args.quick:
+        args.pairs_per_subset = QUICK_PAIRS_PER_SUBSET
+    if args.max_side is None:
+        args.max_side = QUICK_MAX_SIDE if args.quick else DEFAULT_MAX_SIDE
+    args.max_side = args.max_side or None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model = FusionCNN.from_pretrained(args.checkpoint)
+    downscaled: list[str] = []
+    clean = [sample for subset in CLEAN_SUBSETS
+             for sample in load_subset(args.data / subset, args.pairs_per_subset, args.max_side, downscaled=downscaled)]
+    real = {subset: load_subset(args.data / subset, args.pairs_per_subset, args.max_side, references=True,
+                                downscaled=downscaled) for subset in REAL_DEGRADED}
+    estimator = DepthEstimator.load(None)
+    print(f"# Fusion evaluation of {args.checkpoint} ({model.num_parameters():,} parameters)\n")
+    print(f"data: {args.data}; {len(clean)} clean pairs from {', '.join(CLEAN_SUBSETS)}; "
+          f"{args.threads} torch threads" + ("; QUICK smoke test, numbers are not meaningful" if args.quick else ""))
+    if downscaled:
+        print(f"box-downscaled to at most {args.max_side} px on the longer side: {', '.join(downscaled)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    checks: list[Check] = []
+    with torch.inference_mode():
+        checks += evaluate_clean(model, clean, args.niqe, args.out)
+        checks += evaluate_synthetic(model, clean, args.levels, args.seed, estimator, args.out)
+        evaluate_real_degraded(model, real, args.out)
+    write_csv(args.out / "checks.csv", [{"evaluation": c.evaluation, "passed": c.passed, "detail": c.detail}
+                                         for c in checks], ["evaluation", "passed", "detail"])
+    failed = [check for check in checks if not check.passed]
+    print(f"\n## Checks: {len(checks) - len(failed)}/{len(checks)} passed (all lines in checks.csv)")
+    print(f"\nCSV files in {args.out}; {time.perf_counter() - start:.0f} s in all")
+    return 1 if args.strict and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+import hashlib
+import json
+
+import pytest
+import torch
+from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
+from safetensors import safe_open
+
+from allinone.baselines import mean_fusion
+from allinone.conditioning import TEXT_EMBED_DIM, Condition
+from allinone.models import FUSION_CNN_CONFIGS, FusionCNN, FusionCNNConfig
+from allinone.models.fusion_cnn import (
+    CHROMA_TO_RGB,
+    RGB_TO_CHROMA,
+    RGB_TO_LUMA,
+    FiLM,
+    apply_colour_matrix,
+    apply_curve,
+    modulated_depthwise_conv,
+)
+from degradations.labels import label_vector
+
+
+class FakeTextEncoder:
+    dim = TEXT_EMBED_DIM
+
+    def encode(self, texts):
+        rows = []
+        for text in texts:
+            seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+            row = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+            rows.append(row / row.norm())
+        return torch.stack(rows)
+
+
+def _rand(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _model(name="tiny", perturb=0.0, seed=0):
+    """A model; ``perturb`` adds noise to every parameter, as training would move them off their init."""
+    torch.manual_seed(seed)
+    model = FusionCNN(name, text_encoder=FakeTextEncoder())
+    if perturb:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * perturb)
+    return model
+
+
+def _labels(batch):
+    return label_vector({"haze": 3, "lowlight": 2}).expand(batch, -1)
+
+
+@pytest.mark.parametrize("name", sorted(FUSION_CNN_CONFIGS))
+def test_output_shape_and_range_for_odd_sizes_and_batches(name):
+    model = _model(name, perturb=0.02)
+    ir, vi = _rand(2, 1, 37, 53), _rand(2, 3, 37, 53, seed=1)
+    out = model(ir, vi)
+    assert out.shape == (2, 3, 37, 53)
+    assert out.min() >= 0 and out.max() <= 1
+    assert model(ir, vi[:, :1]).shape == (2, 3, 37, 53)
+    assert model(_rand(1, 1, 5, 7), _rand(1, 3, 5, 7)).shape == (1, 3, 5, 7)  # smaller than the padding
+
+
+@pytest.mark.parametrize("name", sorted(FUSION_CNN_CONFIGS))
+def test_parameter_count_under_one_million(name):
+    assert FusionCNN(name).num_parameters() < 1_000_000
+
+
+def test_gray_vis_gives_exactly_gray_output_while_colour_stays_colour():
+    model = _model(perturb=0.05)  # non-trivial chroma offsets
+    ir = _rand(3, 1, 24, 40)
+    colour = _rand(1, 3, 24, 40, seed=1)
+    gray = _rand(1, 1, 24, 40, seed=2).expand(-1, 3, -1, -1)
+    out = model(ir, torch.cat([colour, gray, gray]))
+    for sample in (1, 2):
+        assert torch.equal(out[sample, 0], out[sample, 1]) and torch.equal(out[sample, 1], out[sample, 2])
+    assert not torch.equal(out[0, 0], out[0, 2])
+    one_channel = model(ir[:1], gray[:, :1])
+    assert torch.equal(one_channel[:, 0], one_channel[:, 1]) and torch.equal(one_channel[:, 1], one_channel[:, 2])
+
+
+def test_film_with_zero_embedding_is_identity():
+    film = FiLM(embed_dim=8, channels=4)
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    x = _rand(2, 4, 9, 11)
+    scale, shift = film(torch.zeros(2, 8))
+    assert torch.equal(scale, torch.zeros(2, 4)) and torch.equal(shift, torch.zeros(2, 4))
+    torch.testing.assert_close(modulated_depthwise_conv(x, conv, scale, shift), conv(x))
+
+
+def test_modulated_conv_matches_film_after_the_conv():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    x, scale, shift = _rand(3, 4, 9, 11), torch.randn(3, 4), torch.randn(3, 4)
+    expected = conv(x) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+    torch.testing.assert_close(modulated_depthwise_conv(x, conv, scale, shift), expected)
+
+
+def test_unconditioned_model_at_init_sees_identity_modulation():
+    model = _model()
+    ir, vi = _rand(2, 1, 32, 48), _rand(2, 3, 32, 48, seed=1)
+    embed_dim = model.config.embed_dim
+    assert torch.equal(model(ir, vi), model(ir, vi, torch.zeros(2, embed_dim)))
+    # ... and the same output as a model whose FiLM and gate projections are all zero.
+    stripped = _model()
+    with torch.no_grad():
+        for name, parameter in stripped.named_parameters():
+            if ".film." in name or "gate.shift" in name:
+                parameter.zero_()
+    assert torch.equal(model(ir, vi), stripped(ir, vi, torch.randn(2, embed_dim)))
+
+
+def test_labels_change_the_output_after_training_moves_the_weights():
+    model = _model(perturb=0.02)
+    ir, vi = _rand(2, 1, 32, 48), _rand(2, 3, 32, 48, seed=1)
+    unconditioned = model(ir, vi)
+    labelled = model(ir, vi, Condition(labels=_labels(2)))
+    prompted = model(ir, vi, Condition(prompts=["remove the haze", "brighten the dark street"]))
+    assert (labelled - unconditioned).abs().mean() > 1e-4
+    assert (prompted - unconditioned).abs().mean() > 1e-4
+    assert torch.equal(labelled, model(ir, vi, model.embed(Condition(labels=_labels(2)), batch_size=2)))
+
+
+def test_output_starts_close_to_mean_fusion_on_smooth_images():
+    model = _model()
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 80), indexing="ij")
+    ir = (0.3 + 0.5 * cols)[None, None]
+    vi = torch.stack([0.2 + 0.6 * rows, 0.2 + 0.5 * cols, 0.4 + 0.1 * rows * cols])[None]
+    assert (model(ir, vi) - mean_fusion(ir, vi)).abs().mean() < 0.02
+
+
+def test_colour_matrices_match_kornia():
+    rgb = _rand(2, 3, 8, 8)
+    ycbcr = rgb_to_ycbcr(rgb)
+    torch.testing.assert_close(apply_colour_matrix(torch.tensor(RGB_TO_LUMA)[None], rgb), ycbcr[:, :1])
+    torch.testing.assert_close(apply_colour_matrix(torch.tensor(RGB_TO_CHROMA), rgb), ycbcr[:, 1:] - 0.5)
+    back = ycbcr[:, :1] + apply_colour_matrix(torch.tensor(CHROMA_TO_RGB), ycbcr[:, 1:] - 0.5)
+    torch.testing.assert_close(back.clamp(0, 1), ycbcr_to_rgb(ycbcr), rtol=0, atol=1e-6)
+
+
+def test_curve_brightens_dark_pixels_and_stays_in_range():
+    luma = torch.linspace(0, 1, 101).view(1, 1, 1, -1)
+    ones = torch.ones_like(luma)
+    assert torch.equal(apply_curve(luma, 0 * ones, 4), luma)
+    brighter, darker = apply_curve(luma, ones, 4), apply_curve(luma, -ones, 4)
+    assert brighter.min() >= 0 and brighter.max() <= 1 and darker.min() >= 0 and darker.max() <= 1
+    assert (brighter[..., 1:-1] > luma[..., 1:-1]).all() and (darker[..., 1:-1] < luma[..., 1:-1]).all()
+    assert (brighter.diff() >= 0).all()  # monotonic: no tone reversal
+
+
+def test_save_and_from_pretrained_round_trip(tmp_path):
+    model = _model("small", perturb=0.02).eval()
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "allinone-fusion-cnn" and config["format_version"] == 1
+    with safe_open(tmp_path / "model.safetensors", framework="pt") as weights:
+        assert "embedder.null" in weights.keys()  # the embedder is part of the checkpoint
+
+    loaded = FusionCNN.from_pretrained(tmp_path, text_encoder=FakeTextEncoder())
+    assert loaded.config == model.config and not loaded.training
+    ir, vi = _rand(2, 1, 37, 53), _rand(2, 3, 37, 53, seed=1)
+    for condition in (None, Condition(labels=_labels(2)), Condition(prompts=["remove the haze", None])):
+        assert torch.equal(loaded(ir, vi, condition), model(ir, vi, condition))
+
+
+def test_from_pretrained_rejects_other_models(tmp_path):
+    _model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "something-else"}))
+    with pytest.raises(ValueError):
+        FusionCNN.from_pretrained(tmp_path)
+
+
+def test_config_from_name_dict_and_dataclass_agree():
+    config = FUSION_CNN_CONFIGS["tiny"]
+    as_dict = json.loads(json.dumps(config.__dict__))  # lists, as read back from JSON
+    assert FusionCNNConfig.from_dict(as_dict) == config
+    assert FusionCNN(as_dict).config == FusionCNN("tiny").config == FusionCNN(config).config
+    with pytest.raises(ValueError):
+        FusionCNNConfig.from_dict({**as_dict, "unknown_field": 1})
+
+
+def test_labels_do_not_load_the_text_encoder():
+    model = FusionCNN("tiny")
+    model(_rand(1, 1, 16, 16), _rand(1, 3, 16, 16), Condition(labels=_labels(1)))
+    assert not model.embedder.text_encoder.is_loaded
+
+
+def test_gradients_reach_every_parameter():
+    model = _model()
+    ir, vi = _rand(3, 1, 32, 48), _rand(3, 3, 32, 48, seed=1) * 0.8 + 0.1
+    condition = Condition(
+        labels=_labels(3), label_mask=torch.tensor([True, True, False]), prompts=["remove the haze", None, None]
+    )
+    target = _rand(3, 3, 32, 48, seed=2)
+    (model(ir, vi, condition) - target).abs().mean().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
