@@ -6,6 +6,10 @@ import os
 # No hub access ever: weights come from checkpoints/, packages or local paths.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# OpenMP threads that spin while waiting make a 2-thread torch run 10-20x slower whenever another
+# process holds a core (a shared 2-core machine); passive waiting costs little on a quiet one.
+# Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402

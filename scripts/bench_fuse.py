@@ -10,7 +10,9 @@ and the max counts as 0); the median milliseconds per pair with 1 and 2 torch th
 the whole model call (padding, embedding of the condition, colour) on tensors already in memory, with a
 degradation-label condition; each method is warmed up first, and the methods take turns within each
 repeat so that they share the machine's load. Absolute times depend on the machine and its load; the
-ratio of ours to a baseline from the same run is the number to quote. Then the peak resident memory
+ratio of ours to a baseline from the same run is the number to quote. The header gives the load average
+and OMP_WAIT_POLICY: with 2 threads on cores that other processes share, OpenMP's default spin-waiting
+can slow every op many times over, which OMP_WAIT_POLICY=PASSIVE avoids. Then the peak resident memory
 (ru_maxrss) after loading and after the benchmark.
 
 The pair is the first one of <data>/msrs_test (640x480); without the shared data, a seeded random pair.
@@ -116,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     params = {OURS: model.num_parameters(), "mean": 0, "max": 0, "laplacian": 0}
     loaded_mib = peak_rss_mib()
+    load_before = os.getloadavg()[0]
 
     with torch.inference_mode():
         flops = {name: count_flops(fuse, ir, vi) for name, fuse in methods.items()}
@@ -134,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"# Fusion speed, one {WIDTH}x{HEIGHT} pair ({source}); checkpoint {args.checkpoint}\n")
     print(f"median of {args.repeats} calls after {WARMUP} warm-up calls; GFLOPs = FLOPs / 1e9 (FlopCounterMode, "
-          f"2 FLOPs per multiply-add; convolutions and matrix products only)\n")
+          f"2 FLOPs per multiply-add; convolutions and matrix products only); {os.cpu_count()} CPUs, "
+          f"1-minute load average {load_before:.2f} before and {os.getloadavg()[0]:.2f} after; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n")
     print("| method | params | GFLOPs | ms/pair, 1 thread | ms/pair, 2 threads | ours / this, 1 thread "
           "| ours / this, 2 threads |")
     print("|---|---|---|---|---|---|---|")

@@ -3,7 +3,7 @@
 Usage:
     python scripts/eval_fusion.py --checkpoint checkpoints/fusion_cnn [--data ../shared/data/eval]
         [--out docs/results] [--pairs-per-subset N] [--levels 3] [--seed 0] [--max-side 1024]
-        [--threads 2] [--niqe] [--quick] [--strict]
+        [--threads 2] [--workers 2] [--niqe] [--quick] [--strict]
 
 Three evaluations, each printed as markdown tables and written as CSV files to --out:
 
@@ -22,7 +22,7 @@ c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): t
    luma against the clean VIS; ours conditioned on haze:3 or rain:3, unconditioned, and the baselines.
 
 ``checks.csv`` collects every PASS/FAIL line. Every method's output and every source go through the same
-8-bit conversion (degradations.io.to_uint8) before scoring. Frames whose longer side exceeds --max-side
+8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers processes. Frames whose longer side exceeds --max-side
 are box-downscaled by an integer factor before anything else (default 1024: LLVIP's 1280x1024 frames
 are halved); the output names them. --quick (2 pairs per subset, frames at most 256 px) is a smoke
 test: its numbers mean nothing. The exit status is 0 unless --strict is given and a check fails.
@@ -33,14 +33,20 @@ import argparse
 import csv
 import io
 import math
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# OpenMP threads that spin while waiting make every torch op wait for a descheduled thread when other
+# processes share the cores (here: 5-10x slower forwards); passive waiting costs little on an idle machine.
+# Read when torch loads, so it is set before the import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -148,21 +154,52 @@ def degrade(sample: Sample, recipe: str, level: int, seed: int, depth: Callable[
 # --- scoring ----------------------------------------------------------------------------------------
 
 
-def score(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor, ref: torch.Tensor | None = None,
-          with_niqe: bool = False) -> dict[str, float]:
-    """Metrics of one fused RGB image against its sources; all images converted to uint8 alike.
+def score_job(job: tuple) -> dict[str, float]:
+    """Metrics of one ``(fused, ir, vi, ref or None, with_niqe)`` job of uint8 arrays.
 
     NIQE is NaN for an image smaller than the two 96x96 blocks it needs.
     """
-    fused8 = to_uint8(fused)
-    scores = evaluate_fusion(fused8, to_uint8(ir), to_uint8(vi), None if ref is None else to_uint8(ref),
-                             compute_niqe=False)
+    fused, ir, vi, ref, with_niqe = job
+    scores = evaluate_fusion(fused, ir, vi, ref, compute_niqe=False)
     if with_niqe:
         try:
-            scores["NIQE"] = niqe(fused8)
+            scores["NIQE"] = niqe(fused)
         except ValueError:
             scores["NIQE"] = math.nan
     return scores
+
+
+class Scorer:
+    """Collects fused images with their sources, then scores them all, in worker processes if given a pool.
+
+    Each evaluation first runs every method (torch, in this process) and queues the outputs, then scores
+    them (numpy, one core per image): the two phases never compete for the cores. Every image, output
+    or source, becomes uint8 through the same :func:`degradations.io.to_uint8`.
+    """
+
+    def __init__(self, pool: Executor | None) -> None:
+        self.pool = pool
+        self.jobs: list[tuple] = []
+        self.labels: list[dict] = []
+
+    @staticmethod
+    def sources(ir: torch.Tensor, vi: torch.Tensor, ref: torch.Tensor | None = None) -> tuple:
+        """The uint8 (ir, vi, ref) a fused image is scored against; convert once, queue many times."""
+        return to_uint8(ir), to_uint8(vi), None if ref is None else to_uint8(ref)
+
+    def queue(self, fused: torch.Tensor, sources: tuple, with_niqe: bool = False, **labels) -> None:
+        self.jobs.append((to_uint8(fused), *sources, with_niqe))
+        self.labels.append(labels)
+
+    def collect(self, metrics: Sequence[str]) -> list[dict]:
+        """One row per queued image: its labels, then ``metrics``; empties the queue."""
+        if self.pool is None:
+            results = map(score_job, self.jobs)
+        else:
+            results = self.pool.map(score_job, self.jobs, chunksize=max(1, len(self.jobs) // 32))
+        rows = [{**labels, **{m: scores[m] for m in metrics}} for labels, scores in zip(self.labels, results)]
+        self.jobs, self.labels = [], []
+        return rows
 
 
 def labels_condition(levels: Mapping[str, int]) -> Condition:
@@ -258,15 +295,16 @@ def ordering_check(evaluation: str, means: dict[str, dict], metric: str) -> Chec
 # --- the three evaluations --------------------------------------------------------------------------
 
 
-def evaluate_clean(model: FusionCNN, samples: list[Sample], with_niqe: bool, out: Path) -> list[Check]:
+def evaluate_clean(model: FusionCNN, samples: list[Sample], scorer: Scorer, with_niqe: bool,
+                   out: Path) -> list[Check]:
     metrics = list(METRIC_NAMES) + (["NIQE"] if with_niqe else [])
-    rows = []
     for sample in samples:
+        sources = scorer.sources(sample.ir, sample.vi)
         outputs = {OURS: model(sample.ir, sample.vi, None)}
         outputs.update((name, fuse(sample.ir, sample.vi)) for name, fuse in BASELINES.items())
         for method, fused in outputs.items():
-            scores = score(fused, sample.ir, sample.vi, with_niqe=with_niqe)
-            rows.append({"subset": sample.subset, "pair": sample.name, "method": method, **scores})
+            scorer.queue(fused, sources, with_niqe, subset=sample.subset, pair=sample.name, method=method)
+    rows = scorer.collect(metrics)
     night_rows = [row for row in rows if row["subset"] == NIGHT_SUBSET and row["pair"].endswith("N")]
     summary = mean_rows(rows, metrics, group="all")
     for subset in dict.fromkeys(row["subset"] for row in rows):
@@ -287,37 +325,34 @@ def evaluate_clean(model: FusionCNN, samples: list[Sample], with_niqe: bool, out
     return checks
 
 
-def evaluate_synthetic(model: FusionCNN, samples: list[Sample], levels: Sequence[int], seed: int,
+def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, levels: Sequence[int], seed: int,
                        estimator: DepthEstimator, out: Path) -> list[Check]:
-    rows = []
-    depths: dict[tuple[str, str], torch.Tensor] = {}
-    for sample in samples:
-        def depth(sample=sample) -> torch.Tensor:  # computed once per pair, only when a plan needs it
-            key = (sample.subset, sample.name)
-            if key not in depths:
-                depths[key] = estimator(sample.vi)
-            return depths[key]
+    rows, summary, checks = [], [], []
+    depths: dict[int, torch.Tensor] = {}
 
-        for recipe in SYNTHETIC_RECIPES:
-            for level in levels:
-                p, degraded = degrade(sample, recipe, level, seed, depth)
+    def depth_of(index: int) -> torch.Tensor:  # computed once per pair, and only when a plan needs it
+        if index not in depths:
+            depths[index] = estimator(samples[index].vi)
+        return depths[index]
+
+    print(f"\n## b. Synthetic degradations of the {len(samples)} clean pairs, scored against the clean sources")
+    print(f"(depth: {estimator.source}; seed {seed})")
+    for recipe in SYNTHETIC_RECIPES:
+        for level in levels:
+            for index, sample in enumerate(samples):
+                p, degraded = degrade(sample, recipe, level, seed, lambda: depth_of(index))
+                sources = scorer.sources(sample.ir, sample.vi)
                 outputs = {
                     OURS_CONDITIONED: model(degraded.ir, degraded.vi, labels_condition(p.levels)),
                     OURS_UNCONDITIONED: model(degraded.ir, degraded.vi, None),
                 }
                 outputs.update((name, fuse(degraded.ir, degraded.vi)) for name, fuse in BASELINES.items())
                 for method, fused in outputs.items():
-                    scores = score(fused, sample.ir, sample.vi)
-                    rows.append({"recipe": recipe, "level": level, "degradations": "+".join(p.degradations),
-                                 "subset": sample.subset, "pair": sample.name, "method": method,
-                                 **{m: scores[m] for m in DEGRADED_METRICS}})
-    summary, checks = [], []
-    print(f"\n## b. Synthetic degradations of the {len(samples)} clean pairs, scored against the clean sources")
-    print(f"(depth: {estimator.source}; seed {seed})")
-    for recipe in SYNTHETIC_RECIPES:
-        for level in levels:
-            chosen = [row for row in rows if row["recipe"] == recipe and row["level"] == level]
-            means = mean_rows(chosen, DEGRADED_METRICS, recipe=recipe, level=level)
+                    scorer.queue(fused, sources, recipe=recipe, level=level, degradations="+".join(p.degradations),
+                                 subset=sample.subset, pair=sample.name, method=method)
+            recipe_rows = scorer.collect(DEGRADED_METRICS)
+            means = mean_rows(recipe_rows, DEGRADED_METRICS, recipe=recipe, level=level)
+            rows += recipe_rows
             summary += means
             print(f"\n### {recipe}, level {level}\n")
             print(markdown_table(means, ["method", *DEGRADED_METRICS]))
@@ -331,23 +366,22 @@ def evaluate_synthetic(model: FusionCNN, samples: list[Sample], levels: Sequence
     return checks
 
 
-def evaluate_real_degraded(model: FusionCNN, subsets: dict[str, list[Sample]], out: Path) -> None:
+def evaluate_real_degraded(model: FusionCNN, subsets: dict[str, list[Sample]], scorer: Scorer, out: Path) -> None:
     metrics = [*DEGRADED_METRICS, *REFERENCE_METRICS]
     rows, summary = [], []
     print("\n## c. Real degraded pairs, scored against their clean references (PSNR_ref, SSIM_ref: luma vs clean VIS)")
     for subset, samples in subsets.items():
         condition = labels_condition(REAL_DEGRADED[subset])
-        subset_rows = []
         for sample in samples:
+            sources = scorer.sources(sample.clean_ir, sample.clean_vi, sample.clean_vi)
             outputs = {
                 OURS_CONDITIONED: model(sample.ir, sample.vi, condition),
                 OURS_UNCONDITIONED: model(sample.ir, sample.vi, None),
             }
             outputs.update((name, fuse(sample.ir, sample.vi)) for name, fuse in BASELINES.items())
             for method, fused in outputs.items():
-                scores = score(fused, sample.clean_ir, sample.clean_vi, ref=sample.clean_vi)
-                subset_rows.append({"subset": subset, "pair": sample.name, "method": method,
-                                    **{m: scores[m] for m in metrics}})
+                scorer.queue(fused, sources, subset=subset, pair=sample.name, method=method)
+        subset_rows = scorer.collect(metrics)
         means = mean_rows(subset_rows, metrics, subset=subset)
         rows += subset_rows
         summary += means
@@ -373,6 +407,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"box-downscale frames with a longer side above this (default {DEFAULT_MAX_SIDE}; "
                              f"0 = never)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--workers", type=int, default=2, help="processes that compute the metrics (1 = this one)")
     parser.add_argument("--niqe", action="store_true", help="add NIQE to the clean evaluation (slow)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {QUICK_PAIRS_PER_SUBSET} pairs per subset, frames at most "
@@ -389,6 +424,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # tables appear as each evaluation finishes, even in a log file
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     model = FusionCNN.from_pretrained(args.checkpoint)
@@ -400,20 +436,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     estimator = DepthEstimator.load(None)
     print(f"# Fusion evaluation of {args.checkpoint} ({model.num_parameters():,} parameters)\n")
     print(f"data: {args.data}; {len(clean)} clean pairs from {', '.join(CLEAN_SUBSETS)}; "
-          f"{args.threads} torch threads" + ("; QUICK smoke test, numbers are not meaningful" if args.quick else ""))
+          f"{args.threads} torch threads, {args.workers} metric workers" + ("; QUICK smoke test, numbers are not meaningful" if args.quick else ""))
     if downscaled:
         print(f"box-downscaled to at most {args.max_side} px on the longer side: {', '.join(downscaled)}")
     args.out.mkdir(parents=True, exist_ok=True)
     checks: list[Check] = []
-    with torch.inference_mode():
-        checks += evaluate_clean(model, clean, args.niqe, args.out)
-        checks += evaluate_synthetic(model, clean, args.levels, args.seed, estimator, args.out)
-        evaluate_real_degraded(model, real, args.out)
+    timings: dict[str, float] = {}
+    # Workers are forked: they inherit the loaded modules and only ever run numpy/scipy metric code.
+    pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("fork")) if args.workers > 1 else None
+    scorer = Scorer(pool)
+    try:
+        with torch.inference_mode():
+            checks += evaluate_clean(model, clean, scorer, args.niqe, args.out)
+            timings["clean"] = time.perf_counter()
+            checks += evaluate_synthetic(model, clean, scorer, args.levels, args.seed, estimator, args.out)
+            timings["synthetic"] = time.perf_counter()
+            evaluate_real_degraded(model, real, scorer, args.out)
+            timings["real degraded"] = time.perf_counter()
+    finally:
+        if pool is not None:
+            pool.shutdown()
     write_csv(args.out / "checks.csv", [{"evaluation": c.evaluation, "passed": c.passed, "detail": c.detail}
                                          for c in checks], ["evaluation", "passed", "detail"])
     failed = [check for check in checks if not check.passed]
     print(f"\n## Checks: {len(checks) - len(failed)}/{len(checks)} passed (all lines in checks.csv)")
-    print(f"\nCSV files in {args.out}; {time.perf_counter() - start:.0f} s in all")
+    durations = np.diff([start, *timings.values()])
+    print(f"\nCSV files in {args.out}; {durations.sum():.0f} s in all ("
+          + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in zip(timings, durations)) + ", loading included in clean)")
     return 1 if args.strict and failed else 0
 
 

@@ -27,9 +27,10 @@ shifts the gate; a zero embedding gives identity modulation.
 Real time on a CPU shapes the layout: only pointwise operations and two stride-2 stem convolutions
 touch full resolution, the 1/2-resolution level is thin, the residual blocks are depthwise-separable,
 and operations are few, since on a CPU each one also costs a synchronisation of the threads. No
-operation pools globally, so results do not depend on the frame size and tiled inference matches
-whole-frame inference. At initialisation the output is close to mean fusion of the IR and the VIS luma
-with the VIS chroma, so training starts from a sane baseline.
+operation pools globally, so a pixel depends only on its neighbourhood (the receptive field reaches
+about 100 pixels each way, most of the influence within 50) and tiled inference
+(:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. At initialisation the output is close to mean fusion of the IR and the VIS luma with the
+VIS chroma, so training starts from a sane baseline.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ FUSION_CNN_CONFIGS: dict[str, FusionCNNConfig] = {
         widths=(12, 24, 48, 96), depths=(0, 1, 2, 2), decoder_depths=(1, 1, 1), embed_dim=48, embed_hidden_dim=96
     ),
     "small": FusionCNNConfig(
-        widths=(16, 32, 64, 128), depths=(1, 2, 2, 2), decoder_depths=(1, 1, 1), embed_dim=64, embed_hidden_dim=128
+        widths=(12, 32, 64, 128), depths=(0, 1, 3, 3), decoder_depths=(1, 1, 2), embed_dim=64, embed_hidden_dim=128
     ),
 }
 
@@ -138,11 +139,14 @@ class FiLM(nn.Module):
         return scale, shift
 
 
-def modulated_depthwise_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def modulated_depthwise_conv(
+    x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
     """``conv(x) * (1 + scale) + shift`` for a depthwise ``conv`` and (B, C) ``scale``, ``shift``, as one conv.
 
     The per-sample modulation is folded into per-sample weights (as in StyleGAN2's modulated conv):
-    the batch goes into the channel axis and each (sample, channel) pair is its own group.
+    the batch goes into the channel axis and each (sample, channel) pair is its own group. One
+    operation instead of three: on a CPU every operation also costs a synchronisation of the threads.
     """
     batch, channels, height, width = x.shape
     gain = 1.0 + scale

@@ -1,0 +1,173 @@
+"""scripts/eval_fusion.py, bench_fuse.py and make_figure.py: end to end on a random tiny model, and the
+PASS/FAIL logic of the evaluation."""
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from allinone.metrics import METRIC_NAMES
+from allinone.models.fusion_cnn import FusionCNN
+from degradations.pairs import find_pairs
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import eval_fusion  # noqa: E402
+
+BASELINES = ["mean", "max", "laplacian"]
+DEGRADED_METHODS = ["ours_cond", "ours_uncond", *BASELINES]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("fusion_cnn")
+    FusionCNN("tiny").save_pretrained(folder)
+    return folder
+
+
+def run_script(name: str, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def assert_finite(rows: list[dict], columns) -> None:
+    for row in rows:
+        for column in columns:
+            assert math.isfinite(float(row[column])), (column, row)
+
+
+def test_eval_fusion_quick_writes_every_table(checkpoint, data_root, tmp_path):
+    out = tmp_path / "results"
+    result = run_script("eval_fusion.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--out", out,
+                        "--quick", "--threads", "1")
+    pair_counts = {subset: min(2, len(find_pairs(data_root / "eval" / subset / "ir", data_root / "eval" / subset / "vi")))
+                   for subset in eval_fusion.CLEAN_SUBSETS}
+    clean_pairs = sum(pair_counts.values())
+
+    columns, rows = read_csv(out / "clean_pairs.csv")
+    assert columns == ["subset", "pair", "method", *METRIC_NAMES]
+    assert len(rows) == 4 * clean_pairs
+    assert {row["method"] for row in rows} == {"ours", *BASELINES}
+    assert_finite(rows, METRIC_NAMES)
+
+    columns, summary = read_csv(out / "clean_summary.csv")
+    assert columns == ["group", "method", "pairs", *METRIC_NAMES]
+    assert {row["group"] for row in summary} == {"all", "msrs_night", *pair_counts}
+    overall = {row["method"]: row for row in summary if row["group"] == "all"}
+    mean_vif = sum(float(row["VIF"]) for row in rows if row["method"] == "mean") / clean_pairs
+    assert float(overall["mean"]["VIF"]) == pytest.approx(mean_vif)
+    assert int(overall["ours"]["pairs"]) == clean_pairs
+
+    columns, rows = read_csv(out / "synthetic_pairs.csv")
+    assert columns == ["recipe", "level", "degradations", "subset", "pair", "method", "VIF", "Qabf", "SSIM", "MI"]
+    assert len(rows) == len(eval_fusion.SYNTHETIC_RECIPES) * len(DEGRADED_METHODS) * clean_pairs
+    assert_finite(rows, ["VIF", "Qabf", "SSIM", "MI"])
+    columns, summary = read_csv(out / "synthetic_summary.csv")
+    assert columns == ["recipe", "level", "method", "pairs", "VIF", "Qabf", "SSIM", "MI"]
+    assert [row["recipe"] for row in summary[::len(DEGRADED_METHODS)]] == list(eval_fusion.SYNTHETIC_RECIPES)
+    assert [row["method"] for row in summary[:len(DEGRADED_METHODS)]] == DEGRADED_METHODS
+    assert {row["level"] for row in summary} == {"3"}
+
+    real_metrics = ["VIF", "Qabf", "SSIM", "MI", "PSNR_ref", "SSIM_ref"]
+    columns, rows = read_csv(out / "real_degraded_pairs.csv")
+    assert columns == ["subset", "pair", "method", *real_metrics]
+    assert {row["subset"] for row in rows} == set(eval_fusion.REAL_DEGRADED)
+    assert {row["method"] for row in rows} == set(DEGRADED_METHODS)
+    assert_finite(rows, real_metrics)
+    columns, summary = read_csv(out / "real_degraded_summary.csv")
+    assert columns == ["subset", "method", "pairs", *real_metrics]
+    assert len(summary) == len(eval_fusion.REAL_DEGRADED) * len(DEGRADED_METHODS)
+
+    columns, checks = read_csv(out / "checks.csv")
+    assert columns == ["evaluation", "passed", "detail"]
+    # 9 clean criteria + 2 MSRS night targets + one per synthetic recipe and metric.
+    assert len(checks) == 11 + len(eval_fusion.SYNTHETIC_RECIPES) * 4
+    assert {row["passed"] for row in checks} <= {"True", "False"}
+    printed = [line for line in result.stdout.splitlines() if line.startswith(("PASS [", "FAIL ["))]
+    assert len(printed) == len(checks)
+    assert "QUICK" in result.stdout and "| ours |" in result.stdout
+
+
+def test_bench_fuse_reports_every_method(checkpoint, data_root, tmp_path):
+    table = tmp_path / "bench.csv"
+    result = run_script("bench_fuse.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--repeats", "2",
+                        "--csv", table)
+    columns, rows = read_csv(table)
+    assert columns == ["method", "params", "gflops", "ms_1_thread", "ms_2_threads",
+                       "ours_ratio_1_thread", "ours_ratio_2_threads"]
+    assert [row["method"] for row in rows] == ["ours", *BASELINES]
+    assert_finite(rows, columns[1:])
+    ours = rows[0]
+    assert int(ours["params"]) == FusionCNN.from_pretrained(checkpoint).num_parameters()
+    assert float(ours["gflops"]) > 0 and float(ours["ours_ratio_1_thread"]) == 1.0
+    assert all(float(row["ms_1_thread"]) > 0 and float(row["ms_2_threads"]) > 0 for row in rows)
+    assert "| ours |" in result.stdout and "peak resident memory" in result.stdout
+
+
+def test_make_figure_writes_a_two_row_grid(checkpoint, data_root, tmp_path):
+    output = tmp_path / "figure.png"
+    run_script("make_figure.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "-o", output,
+               "--tile-width", "120")
+    with Image.open(output) as figure:
+        # 5 tiles of 120 px, 4 px apart; each 640x480 image becomes 120x90 under a 10 px label strip.
+        assert figure.size == (5 * 120 + 4 * 4, 2 * (10 + 90) + 4)
+        assert figure.mode == "RGB"
+
+
+def means(**values_by_method):
+    """Per-method means for the check functions: means(ours=dict(VIF=...), ...)."""
+    return {method: dict(values) for method, values in values_by_method.items()}
+
+
+def test_clean_checks_apply_the_acceptance_criteria():
+    good = dict(VIF=0.80, Qabf=0.65, SSIM=0.99)
+    overall = means(ours=good, mean=dict(VIF=0.7, Qabf=0.5, SSIM=0.9), laplacian=dict(VIF=0.7, Qabf=0.6, SSIM=0.9),
+                    max=dict(VIF=0.82, Qabf=0.66, SSIM=0.98))
+    night = means(ours=dict(VIF=1.05, Qabf=0.63))
+    checks = eval_fusion.clean_checks(overall, night)
+    assert len(checks) == 11 and all(check.passed for check in checks)
+
+    overall["max"]["VIF"] = 0.80 / 0.96  # ours is now below 0.97 x max
+    night["ours"]["VIF"] = 0.9
+    failed = [check.detail for check in eval_fusion.clean_checks(overall, night) if not check.passed]
+    assert len(failed) == 2
+    assert failed[0].startswith("VIF ours >= 0.97 x max") and "short by 0.1000" in failed[1]
+
+
+def test_ordering_check_names_every_failing_comparison():
+    passing = means(ours_cond=dict(VIF=0.9), ours_uncond=dict(VIF=0.8), mean=dict(VIF=0.5), max=dict(VIF=0.7),
+                    laplacian=dict(VIF=0.6))
+    check = eval_fusion.ordering_check("synthetic haze L3", passing, "VIF")
+    assert check.passed and "best baseline max" in check.detail
+
+    failing = means(ours_cond=dict(VIF=0.75), ours_uncond=dict(VIF=0.8), mean=dict(VIF=0.5), max=dict(VIF=0.78),
+                    laplacian=dict(VIF=0.6))
+    check = eval_fusion.ordering_check("synthetic haze L3", failing, "VIF")
+    assert not check.passed
+    assert check.detail.count("<=") == 2  # conditioned below unconditioned, conditioned below max
+    assert "conditioned 0.7500 <= max 0.7800" in check.detail and check.line().startswith("FAIL [synthetic haze L3]")
+
+
+def test_downscale_factor_brings_the_longer_side_under_the_limit():
+    assert eval_fusion.downscale_factor(1024, 1280, 1024) == 2
+    assert eval_fusion.downscale_factor(480, 640, 1024) == 1
+    assert eval_fusion.downscale_factor(480, 640, None) == 1
+    assert eval_fusion.box_downscale(torch.ones(1, 3, 9, 10), 2).shape == (1, 3, 4, 5)
