@@ -131,22 +131,26 @@ def _validated_table(table: Mapping[str, Mapping[str, float]]) -> dict[str, dict
 class LossWeights:
     """Base weight per loss term (see ``TERMS``) and per-degradation multipliers.
 
-    The texture term is 5x the intensity terms, PIAFusion's ratio (texture 50 vs 3 + 7 for
-    the two intensity terms; SeAFusion uses 10x). The other defaults were set so that, on the
-    plain average ``(IR + VIS) / 2`` of real MSRS/TNO/RoadScene/LLVIP pairs at 256x256, each
-    weighted term is about 0.05-0.2 (the weighted gradient term about 0.8). They are starting
-    points, not tuned values. A weight of 0 switches a term off (it is not even computed).
+    The fusion terms follow SeAFusion's balance: intensity to the per-pixel max of the sources
+    (weight 2, plus the illumination-weighted intensity at 1) and the max-gradient texture term
+    at 10x, the recipe that keeps the salient IR targets and the texture of both sources. The
+    enhancement terms (exposure, brightness, max-entropy) have small base weights because on a
+    clean pair they would pull the output away from the sources it must stay faithful to; the
+    ``lowlight``/``overexposure`` multipliers raise them where the input is badly exposed. The
+    first CPU run with exposure 1.0 / brightness 1.0 / max-entropy 0.5 and gradient 5 scored
+    clearly below max-select on Qabf and VIF (docs/BENCHMARKS.md). A weight of 0 switches a term
+    off (it is not even computed).
     """
 
     intensity: float = 1.0
-    max_intensity: float = 1.0
-    gradient: float = 5.0
+    max_intensity: float = 2.0
+    gradient: float = 10.0
     ssim_ir: float = 0.5
     ssim_vi: float = 0.5
     color: float = 5.0
-    exposure: float = 1.0
-    brightness: float = 1.0
-    max_entropy: float = 0.5
+    exposure: float = 0.2
+    brightness: float = 0.3
+    max_entropy: float = 0.2
     smoothness: float = 1.0
     perceptual: float = 0.1
     by_degradation: dict[str, dict[str, float]] = field(default_factory=dict)

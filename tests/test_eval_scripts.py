@@ -58,7 +58,8 @@ def test_eval_fusion_quick_writes_every_table(checkpoint, data_root, tmp_path):
     out = tmp_path / "results"
     result = run_script("eval_fusion.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--out", out,
                         "--quick", "--threads", "1")
-    pair_counts = {subset: min(2, len(find_pairs(data_root / "eval" / subset / "ir", data_root / "eval" / subset / "vi")))
+    eval_root = data_root / "eval"
+    pair_counts = {subset: min(2, len(find_pairs(eval_root / subset / "ir", eval_root / subset / "vi")))
                    for subset in eval_fusion.CLEAN_SUBSETS}
     clean_pairs = sum(pair_counts.values())
 

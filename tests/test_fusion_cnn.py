@@ -6,7 +6,7 @@ import torch
 from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
 from safetensors import safe_open
 
-from allinone.baselines import mean_fusion
+from allinone.baselines import max_fusion, mean_fusion
 from allinone.conditioning import TEXT_EMBED_DIM, Condition
 from allinone.models import FUSION_CNN_CONFIGS, FusionCNN, FusionCNNConfig
 from allinone.models.fusion_cnn import (
@@ -122,12 +122,15 @@ def test_labels_change_the_output_after_training_moves_the_weights():
     assert torch.equal(labelled, model(ir, vi, model.embed(Condition(labels=_labels(2)), batch_size=2)))
 
 
-def test_output_starts_close_to_mean_fusion_on_smooth_images():
+def test_output_starts_as_a_soft_max_select_on_smooth_images():
+    """At init the selection term favours the brighter source: between mean and max fusion, nearer max."""
     model = _model()
     rows, cols = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 80), indexing="ij")
     ir = (0.3 + 0.5 * cols)[None, None]
     vi = torch.stack([0.2 + 0.6 * rows, 0.2 + 0.5 * cols, 0.4 + 0.1 * rows * cols])[None]
-    assert (model(ir, vi) - mean_fusion(ir, vi)).abs().mean() < 0.02
+    to_max = (model(ir, vi) - max_fusion(ir, vi)).abs().mean()
+    to_mean = (model(ir, vi) - mean_fusion(ir, vi)).abs().mean()
+    assert to_max < to_mean and to_max < 0.05
 
 
 def test_colour_matrices_match_kornia():

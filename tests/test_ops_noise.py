@@ -15,8 +15,6 @@ from degradations.photometric import low_contrast, low_light, overexposure
 from degradations.rain import rain_streaks
 from degradations.resample import downsample
 
-# torchvision 0.29 deprecates its JPEG codec in favour of torchcodec, which is not a dependency.
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
 
 def _gen(seed: int) -> torch.Generator:

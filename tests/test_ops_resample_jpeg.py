@@ -9,8 +9,6 @@ import torch
 from degradations.compression import jpeg
 from degradations.resample import downsample
 
-# torchvision 0.29 deprecates its JPEG codec in favour of torchcodec, which is not a dependency.
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data"))

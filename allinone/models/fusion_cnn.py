@@ -67,6 +67,9 @@ CHROMA_TO_RGB = ((0.0, 1.4025245442), (-0.3443401356, -0.7144034731), (1.7730496
 # Layers that produce the per-pixel maps start tiny, so the initial output is the mean-fusion
 # baseline while gradients still reach every layer from the first step.
 HEAD_INIT_STD = 1e-3
+# Selection sharpness = SELECT_SCALE * softplus(head output): about 7 at init, so a 0.3 intensity gap
+# already favours the brighter source about 9 to 1 (a max-select prior the training can relax).
+SELECT_SCALE = 10.0
 
 
 @dataclass(frozen=True)
@@ -320,9 +323,10 @@ class FusionCNN(nn.Module):
             nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(len(widths) - 1)
         )
         self.upsamples = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(len(widths) - 1))
-        # Smooth maps from the decoded 1/4-resolution features: curve alpha, luma gain k, fusion weight w
-        # (to full resolution), chroma log-gains (2) and offsets (2) (to half resolution).
-        self.smooth_head = nn.Conv2d(widths[1], 3 + 4, 1)
+        # Smooth maps from the decoded 1/4-resolution features: curve alpha, luma gain k, fusion weight
+        # logit and selection sharpness (to full resolution), chroma log-gains (2) and offsets (2) (to
+        # half resolution).
+        self.smooth_head = nn.Conv2d(widths[1], 4 + 4, 1)
         # Luma detail from the decoded 1/2-resolution features: 4 sub-pixels per position.
         self.detail_head = nn.Conv2d(widths[0], 4, 1)
         self.register_buffer("rgb_to_luma", torch.tensor(RGB_TO_LUMA).view(1, 3, 1, 1), persistent=False)
@@ -388,17 +392,23 @@ class FusionCNN(nn.Module):
                 smooth = self.smooth_head(x)  # x holds the decoded 1/4-resolution features here
             x = self.decoder[level](self.upsamples[level](x) + skips[level], embedding)
 
-        # Luma: curve-enhanced, gained VIS blended with IR, plus detail.
+        # Luma: curve-enhanced, gained VIS blended with IR, plus detail. The blend weight is a smooth
+        # 1/4-resolution logit plus a full-resolution selection term, sharpness * (enhanced - IR): a
+        # smooth weight alone averages the two sources at every edge and so flattens the stronger
+        # one's gradients; the selection term lets the network keep, pixel by pixel, the source that
+        # carries the structure (max-select where sharpness is high, a plain blend where it is 0).
         alpha = torch.tanh(smooth[:, :1])
         luma_gain = bounded_gain(smooth[:, 1:2], self.config.max_gain)
-        weight = torch.sigmoid(smooth[:, 2:3])
-        alpha, luma_gain, weight = resample(torch.cat([alpha, luma_gain, weight], dim=1), 4.0).split(1, dim=1)
+        sharpness = SELECT_SCALE * F.softplus(smooth[:, 3:4])
+        alpha, luma_gain, logit, sharpness = resample(
+            torch.cat([alpha, luma_gain, smooth[:, 2:3], sharpness], dim=1), 4.0).split(1, dim=1)
         enhanced = luma_gain * apply_curve(vis_luma, alpha, self.config.curve_iterations)
+        weight = torch.sigmoid(logit + sharpness * (enhanced - ir))
         detail = F.pixel_shuffle(self.detail_head(x), 2)
         luma = (torch.lerp(ir, enhanced, weight) + detail).clamp(0.0, 1.0)
 
         # Chroma at 1/2 resolution, centred on neutral: C = g * C_vis + offset.
-        chroma_gain, offset = resample(smooth[:, 3:], 2.0).split(2, dim=1)
+        chroma_gain, offset = resample(smooth[:, 4:], 2.0).split(2, dim=1)
         vis_chroma = apply_colour_matrix(self.rgb_to_chroma, half_mean(vis_rgb))
         chroma = bounded_gain(chroma_gain, self.config.max_gain) * vis_chroma + offset
         chroma = chroma.clamp(-NEUTRAL_CHROMA, NEUTRAL_CHROMA)
