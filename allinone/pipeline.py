@@ -26,7 +26,7 @@ from PIL import Image
 from allinone.conditioning import Condition, SentenceEncoder
 from allinone.models.fusion_cnn import CONFIG_NAME, RGB_TO_LUMA, WEIGHTS_NAME, FusionCNN
 from allinone.tiling import tiled_apply
-from degradations.io import read_ir, read_vis, to_uint8
+from degradations.io import read_ir, read_vis, to_uint8, unit_range
 from degradations.labels import label_vector, parse_degradation_spec
 from degradations.pairs import align_to
 
@@ -44,19 +44,6 @@ Degradation = Union[Mapping[str, int], str]
 _PLAIN_MODES = ("L", "RGB", "I;16", "I;16L", "I;16B", "I", "F")
 
 
-def _unit_range(array: np.ndarray) -> np.ndarray:
-    """Integer pixels scaled by their container range (8-bit by 255, 16-bit by 65535), floats clipped."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype in (np.uint16, np.int32):  # PIL reads 16-bit PNGs as I;16 or I (int32)
-        return np.clip(array.astype(np.float32) / 65535.0, 0.0, 1.0)
-    if array.dtype == bool:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(array.astype(np.float32), 0.0, 1.0)
-    raise TypeError(f"unsupported pixel type {array.dtype}")
-
-
 def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
     """(H, W) or (H, W, C) array -> (1, C, H, W) float32 in [0, 1], alpha dropped."""
     if array.ndim == 3 and array.shape[-1] in (2, 4):
@@ -65,7 +52,7 @@ def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3) or array.size == 0:
         raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(_unit_range(array).transpose(2, 0, 1)))[None]
+    return torch.from_numpy(np.ascontiguousarray(unit_range(array).transpose(2, 0, 1)))[None]
 
 
 def _tensor_to_unit(image: torch.Tensor) -> torch.Tensor:

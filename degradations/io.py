@@ -40,17 +40,28 @@ def _read_array(path: Path) -> np.ndarray:
     return arr
 
 
-def _to_unit(arr: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
+def unit_range(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Pixels as float32 in [0, 1]: 8-bit by 255, 16-bit by 65535 (or 2**bits - 1), floats clipped.
+
+    int32 is taken as 16-bit too: that is how PIL hands out 16-bit PNGs (mode I).
+    """
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
+    if arr.dtype in (np.uint16, np.int32):
         scale = float(2 ** bits - 1) if bits else 65535.0
         return np.clip(arr.astype(np.float32) / scale, 0.0, 1.0)
     if arr.dtype == bool:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating):
         return np.clip(arr.astype(np.float32), 0.0, 1.0)
-    raise ImageReadError(f"{path}: unsupported pixel type {arr.dtype}")
+    raise TypeError(f"unsupported pixel type {arr.dtype}")
+
+
+def _to_unit(arr: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
+    try:
+        return unit_range(arr, bits)
+    except TypeError as exc:
+        raise ImageReadError(f"{path}: {exc}") from None
 
 
 def _luma(arr: np.ndarray) -> np.ndarray:

@@ -1,10 +1,32 @@
-"""Small synthetic IR/VIS pair folders for tests that must not depend on the shared data."""
+"""Test helpers: small synthetic IR/VIS pair folders, and a stand-in for the MiniLM text encoder."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+from allinone.conditioning import TEXT_EMBED_DIM
+
+
+class FakeTextEncoder:
+    """Deterministic unit vectors per text (no model load); records the texts it was asked to encode."""
+
+    dim = TEXT_EMBED_DIM
+
+    def __init__(self):
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded.extend(texts)
+        rows = []
+        for text in texts:
+            seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+            row = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+            rows.append(row / row.norm())
+        return torch.stack(rows)
 
 
 def make_pair_folders(root: Path, names=("a", "b", "c"), size=(48, 40), seed=0) -> tuple[Path, Path]:

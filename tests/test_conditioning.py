@@ -4,28 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder, TextEncoder, drop_condition
+from allinone.conditioning import Condition, DegradationEmbedder, TextEncoder, drop_condition
 from degradations.labels import DEGRADATION_TYPES, label_vector
 
+from helpers import FakeTextEncoder
+
 EMBED_DIM = 16
-
-
-class FakeTextEncoder:
-    """Deterministic unit vectors per text; counts the texts it was asked to encode."""
-
-    dim = TEXT_EMBED_DIM
-
-    def __init__(self):
-        self.encoded: list[str] = []
-
-    def encode(self, texts):
-        self.encoded.extend(texts)
-        rows = []
-        for text in texts:
-            seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-            row = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
-            rows.append(row / row.norm())
-        return torch.stack(rows)
 
 
 def _labels():

@@ -65,8 +65,8 @@ def test_eval_fusion_quick_writes_every_table(checkpoint, data_root, tmp_path):
 
     columns, rows = read_csv(out / "clean_pairs.csv")
     assert columns == ["subset", "pair", "method", *METRIC_NAMES]
-    assert len(rows) == 4 * clean_pairs
-    assert {row["method"] for row in rows} == {"ours", *BASELINES}
+    assert len(rows) == 5 * clean_pairs  # ours, ours unconditioned and three baselines
+    assert {row["method"] for row in rows} == {"ours", "ours_uncond", *BASELINES}
     assert_finite(rows, METRIC_NAMES)
 
     columns, summary = read_csv(out / "clean_summary.csv")

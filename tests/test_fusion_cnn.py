@@ -1,4 +1,3 @@
-import hashlib
 import json
 
 import pytest
@@ -7,7 +6,7 @@ from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
 from safetensors import safe_open
 
 from allinone.baselines import max_fusion, mean_fusion
-from allinone.conditioning import TEXT_EMBED_DIM, Condition
+from allinone.conditioning import Condition
 from allinone.models import FUSION_CNN_CONFIGS, FusionCNN, FusionCNNConfig
 from allinone.models.fusion_cnn import (
     CHROMA_TO_RGB,
@@ -20,17 +19,7 @@ from allinone.models.fusion_cnn import (
 )
 from degradations.labels import label_vector
 
-
-class FakeTextEncoder:
-    dim = TEXT_EMBED_DIM
-
-    def encode(self, texts):
-        rows = []
-        for text in texts:
-            seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-            row = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
-            rows.append(row / row.norm())
-        return torch.stack(rows)
+from helpers import FakeTextEncoder
 
 
 def _rand(*shape, seed=0):

@@ -1,5 +1,4 @@
 """FusionPipeline: inputs of every kind, conditioning, gray VIS, tiling, size checks; timestamp pairing of videos."""
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -7,27 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from allinone.conditioning import TEXT_EMBED_DIM
 from allinone.models.fusion_cnn import FiLM, FusionCNN
 from allinone.pipeline import (DEFAULT_CHECKPOINT, DEFAULT_TILE, FusionPipeline, image_to_tensor, make_condition,
                                resolve_tile)
 from allinone.video import FrameAccounting, pair_by_timestamp
 
+from helpers import FakeTextEncoder
+
 H, W = 40, 48
-
-
-class FakeTextEncoder:
-    """Deterministic stand-in for MiniLM: one fixed random unit vector per text; records what it saw."""
-
-    dim = TEXT_EMBED_DIM
-
-    def __init__(self):
-        self.seen = []
-
-    def encode(self, texts):
-        self.seen.extend(texts)
-        rows = [torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts]
-        return torch.nn.functional.normalize(torch.stack(rows), dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +110,7 @@ def test_degradation_and_prompt_reach_the_model(pipe, encoder, pair_arrays):
     assert torch.equal(haze, fused(degradation="haze:3"))
     assert differ(haze, plain) and differ(haze, fused(degradation="lowlight:5"))
     prompted = fused(prompt="dense fog at dusk")
-    assert "dense fog at dusk" in encoder.seen
+    assert "dense fog at dusk" in encoder.encoded
     assert differ(prompted, plain) and differ(prompted, fused(prompt="heavy rain"))
     both = fused(prompt="dense fog at dusk", degradation="haze:3")
     assert differ(both, haze) and differ(both, prompted)
