@@ -43,6 +43,7 @@ DEFAULT_TRAIN_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared"
 class TrainConfig:
     data: str = str(DEFAULT_TRAIN_DATA)
     model: str | dict = "tiny"  # a name in FUSION_CNN_CONFIGS or a config dict
+    init_from: str | None = None  # a model folder (save_pretrained) to fine-tune; its config is used
     crop: int = 128
     batch_size: int = 8
     steps: int = 3000
@@ -133,7 +134,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
                                        samples_per_epoch=cfg.batch_size * max(cfg.save_every, 1), seed=cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=_collate,
                         persistent_workers=False, drop_last=True)
-    model = FusionCNN(cfg.model)
+    model = FusionCNN.from_pretrained(cfg.init_from).train() if cfg.init_from else FusionCNN(cfg.model)
     criterion = FusionLoss(LossWeights.from_dict(cfg.loss))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)

@@ -257,7 +257,10 @@ def _prepare_out(out: Path, cfg: BenchmarkConfig, overwrite: bool) -> None:
     if run_file.exists():
         old = json.loads(run_file.read_text())
         if old == cfg.to_json() and not overwrite:
-            return  # resume (or nothing left to do)
+            # Resume. A kill mid-write leaves a hidden temporary file, never a half image: drop them.
+            for stale in out.rglob(".*.tmp"):
+                stale.unlink()
+            return
         if not overwrite:
             raise BenchmarkError(
                 f"{out} holds a different benchmark (see {run_file}); pass --overwrite to replace it, "

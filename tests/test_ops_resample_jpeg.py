@@ -25,10 +25,12 @@ def _textured_image() -> torch.Tensor:
         if image.ndim == 2:
             image = np.stack([image] * 3, axis=-1)
         return torch.from_numpy(image[..., :3].copy()).permute(2, 0, 1)[None].float() / 255
-    g = torch.Generator().manual_seed(0)
+    # Photograph-like: smooth shading, textures of several scales and a hard edge, no white noise
+    # (which no JPEG quality codes well, so it would hide the quality ordering).
     yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
-    stripes = 0.5 + 0.3 * torch.sin(xx / 3 + yy / 7)
-    return (stripes + 0.15 * torch.rand(1, 3, 256, 256, generator=g)).clamp(0, 1)
+    channels = [0.45 + 0.15 * torch.sin(xx / 3 + yy / 7 + c) + 0.12 * torch.sin(xx / 11) * torch.cos(yy / 5 + c)
+                + 0.15 * (xx > 128) for c in range(3)]
+    return torch.stack(channels)[None].clamp(0, 1)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

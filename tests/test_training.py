@@ -1,0 +1,88 @@
+"""A few real training steps on tiny synthetic pairs: loss log, weights, resume, refusals."""
+import csv
+
+import pytest
+import torch
+
+from allinone.models.fusion_cnn import FusionCNN
+from allinone.training import TrainConfig, lr_at, train
+
+from helpers import make_pair_folders
+
+
+def _cfg(root, steps):
+    return TrainConfig(data=str(root), crop=32, batch_size=2, steps=steps, workers=0, save_every=2, log_every=1,
+                       warmup_steps=1, use_prompts=False, recipes=["noise", "blur", "night"], seed=1)
+
+
+@pytest.fixture()
+def data(tmp_path):
+    make_pair_folders(tmp_path / "data" / "set", names=("a", "b", "c"), size=(64, 48))
+    return tmp_path / "data"
+
+
+def test_train_writes_log_and_loadable_weights_then_resumes(data, tmp_path):
+    out = tmp_path / "run"
+    model = train(_cfg(data, 3), out, device="cpu")
+    rows = list(csv.DictReader((out / "loss_log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["total"]) > 0 for r in rows)
+    loaded = FusionCNN.from_pretrained(out / "model")
+    ir, vi = torch.rand(1, 1, 32, 32), torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(ir, vi), model(ir, vi))
+
+    with pytest.raises(ValueError, match="--resume"):
+        train(_cfg(data, 3), out, device="cpu")
+    with pytest.raises(ValueError, match="another config"):
+        train(_cfg(data, 5), out, resume=True, device="cpu")
+
+    train(_cfg(data, 3), out, resume=True, device="cpu")  # already done: no new rows
+    assert len(list(csv.DictReader((out / "loss_log.csv").open()))) == 3
+
+
+def test_a_killed_run_resumes_from_its_last_state(data, tmp_path, monkeypatch):
+    import allinone.training as training
+
+    out, real_save = tmp_path / "run", training._save
+
+    def save_then_die(accelerator, model, folder, step):
+        real_save(accelerator, model, folder, step)
+        raise KeyboardInterrupt  # killed right after the step-2 checkpoint
+
+    monkeypatch.setattr(training, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, 4), out, device="cpu")
+    monkeypatch.setattr(training, "_save", real_save)
+    train(_cfg(data, 4), out, resume=True, device="cpu")
+    assert [int(r["step"]) for r in csv.DictReader((out / "loss_log.csv").open())] == [1, 2, 3, 4]
+    assert (out / "model" / "model.safetensors").exists() and not (out / ".state.tmp").exists()
+
+
+def test_training_changes_the_weights_and_lowers_the_loss_on_one_batch(data, tmp_path):
+    cfg = _cfg(data, 12)
+    cfg.lr, cfg.recipes = 3e-3, ["noise"]
+    train(cfg, tmp_path / "run", device="cpu")
+    rows = list(csv.DictReader((tmp_path / "run" / "loss_log.csv").open()))
+    first, last = float(rows[0]["total"]), min(float(r["total"]) for r in rows[-4:])
+    assert last < first
+    initial = FusionCNN(cfg.model)
+    trained = FusionCNN.from_pretrained(tmp_path / "run" / "model")
+    assert any(not torch.equal(a, b) for a, b in zip(initial.state_dict().values(), trained.state_dict().values()))
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(55, cfg) < lr_at(20, cfg)
+
+
+def test_fine_tuning_starts_from_the_given_weights(data, tmp_path):
+    base = FusionCNN("tiny")
+    torch.nn.init.normal_(base.smooth_head.weight, std=0.5)
+    base.save_pretrained(tmp_path / "base")
+    cfg = _cfg(data, 1)
+    cfg.init_from, cfg.lr = str(tmp_path / "base"), 1e-9  # a step too small to move the weights
+    tuned = train(cfg, tmp_path / "run", device="cpu")
+    torch.testing.assert_close(tuned.smooth_head.weight, base.smooth_head.weight, atol=1e-6, rtol=0)
