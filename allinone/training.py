@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -197,7 +198,7 @@ def _save(accelerator, model, out: Path, step: int) -> None:
         tmp, final, old = out / f".{name}.tmp", out / name, out / f".{name}.old"
         for stale in (tmp, old):
             if stale.exists():
-                _rmtree(stale)
+                shutil.rmtree(stale)
         write(str(tmp))
         if name == "state":
             (tmp / "step.json").write_text(json.dumps({"step": step}))
@@ -205,10 +206,4 @@ def _save(accelerator, model, out: Path, step: int) -> None:
             final.rename(old)
         tmp.rename(final)
         if old.exists():
-            _rmtree(old)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
+            shutil.rmtree(old)
