@@ -28,7 +28,7 @@ from allinone.models.fusion_cnn import CONFIG_NAME, RGB_TO_LUMA, WEIGHTS_NAME, F
 from allinone.tiling import tiled_apply
 from degradations.io import read_ir, read_vis, to_uint8, unit_range
 from degradations.labels import label_vector, parse_degradation_spec
-from degradations.pairs import align_to
+from degradations.pairs import align_pair
 
 # The shipped weights: <repo>/checkpoints/fusion_cnn, next to the package (an editable install keeps them there).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fusion_cnn"
@@ -235,11 +235,6 @@ class FusionPipeline:
         if align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         ir_tensor, vi_tensor = image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi")
-        if ir_tensor.shape[-2:] != vi_tensor.shape[-2:]:
-            if align != "resize":
-                raise ValueError(
-                    f"IR {_describe(ir)} is {ir_tensor.shape[-1]}x{ir_tensor.shape[-2]} but VIS {_describe(vi)} is "
-                    f"{vi_tensor.shape[-1]}x{vi_tensor.shape[-2]}; pass align='resize' to resize IR to the VIS size")
-            ir_tensor = align_to(ir_tensor, tuple(vi_tensor.shape[-2:]))
+        ir_tensor = align_pair(ir_tensor, vi_tensor, align, _describe(ir), _describe(vi))
         fused = self.fuse_tensors(ir_tensor, vi_tensor, make_condition(prompt, degradation), tile, overlap)
         return Image.fromarray(to_uint8(fused.cpu()))

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from . import recipes as recipes_mod
 from .io import encode_png, write_bytes_atomic
-from .pairs import Pair, PairingError, check_sizes, find_pairs, load_pair
+from .pairs import Pair, find_pairs, load_pair, require_same_sizes
 from .recipes import Plan, Step, apply_steps, item_seed, plan
 
 log = logging.getLogger("degradations")
@@ -80,17 +80,15 @@ class Item:
 _DEPTH = None  # per-process DepthCache, built on first use
 
 
-def _depth_for(vi: torch.Tensor, vi_path: Path, depth_model: str | None, cache_dir: Path):
-    """Depth of the clean VIS image, through the per-process cache. Returns (depth, source)."""
+def _depth_for(vi: torch.Tensor, depth_model: str | None, cache_dir: Path):
+    """Depth of the clean VIS image, through the per-process disk cache (keyed by the image's content,
+    so every item of a pair shares one map). Returns (depth, source)."""
     global _DEPTH
     from .depth import DepthCache, DepthEstimator
 
     if _DEPTH is None:
         _DEPTH = DepthCache(cache_dir, DepthEstimator.load(depth_model))
-    key = hashlib.sha256(Path(vi_path).read_bytes()).hexdigest() + f"-{vi.shape[-2]}x{vi.shape[-1]}"
-    # Cached maps are stored in float16; round fresh ones the same way so a cache hit and a miss agree.
-    depth = _DEPTH(vi, key=key).half().float()
-    return depth, _DEPTH.estimator.source
+    return _DEPTH(vi), _DEPTH.estimator.source
 
 
 def render(steps: list[Step], pair: Pair, cfg: BenchmarkConfig, cache_dir: Path):
@@ -98,7 +96,7 @@ def render(steps: list[Step], pair: Pair, cfg: BenchmarkConfig, cache_dir: Path)
     ir, vi = load_pair(pair, cfg.align, cfg.ir_bits)
     depth = source = None
     if any(recipes_mod.OPS[s.op].needs_depth for s in steps):
-        depth, source = _depth_for(vi, pair.vi, cfg.depth_model, cache_dir)
+        depth, source = _depth_for(vi, cfg.depth_model, cache_dir)
     with torch.inference_mode():
         ir_d, vi_d = apply_steps(steps, ir, vi, depth)
     return {"clean_ir": ir, "clean_vi": vi, "ir": ir_d, "vi": vi_d}, source
@@ -313,10 +311,7 @@ def generate(cfg: BenchmarkConfig, out: str | os.PathLike, *, workers: int = 1,
             raise BenchmarkError(f"severity level must be 1..5, got {level}")
     pairs = find_pairs(cfg.ir_dir, cfg.vi_dir)
     if cfg.align != "resize":
-        problems = check_sizes(pairs)
-        if problems:
-            raise PairingError(f"{len(problems)} pair(s) with different IR and VIS sizes "
-                               "(pass --align resize to resize IR to the VIS size):\n" + "\n".join(problems))
+        require_same_sizes(pairs)
     cfg.pairs = [p.name for p in pairs]
     _check_not_inputs(out, cfg)
     _prepare_out(out, cfg, overwrite)

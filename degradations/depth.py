@@ -17,9 +17,9 @@ The ``source`` string of the estimator names what produced a map and belongs in 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +28,8 @@ import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .io import write_bytes_atomic
 
 DEFAULT_DEPTH_MODEL_ENV = "ALLINONE_DEPTH_MODEL"
 HF_REPO_ID = "depth-anything/Depth-Anything-V2-Small-hf"
@@ -242,9 +244,8 @@ class DepthCache:
     """Disk cache of depth maps, one ``.npy`` float16 file per (image content, estimator source, size).
 
     The content key is the SHA-256 of the image tensor's bytes, or ``key`` when the caller has a
-    cheaper stable one (e.g. ``hashlib.file_digest`` of the image file). Files are written to a
-    temporary name in the same folder and moved into place with ``os.replace``, so concurrent
-    workers never read a partial file. Maps are returned as stored (float16-rounded) so a hit and
+    cheaper stable one (e.g. ``hashlib.file_digest`` of the image file). Files are written atomically
+    (``io.write_bytes_atomic``), so concurrent workers never read a partial file. Maps are returned as stored (float16-rounded) so a hit and
     a miss give identical values.
     """
 
@@ -277,11 +278,6 @@ class DepthCache:
         return torch.from_numpy(stored.astype(np.float32))[None, None].to(rgb.device)
 
     def _write_atomically(self, path: Path, array: np.ndarray) -> None:
-        descriptor, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                np.save(file, array)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        write_bytes_atomic(path, buffer.getvalue())

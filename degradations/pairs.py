@@ -53,15 +53,20 @@ def find_pairs(ir_dir: str | os.PathLike, vi_dir: str | os.PathLike) -> list[Pai
     return [Pair(stem, ir_files[stem], vi_files[stem]) for stem in sorted(ir_files)]
 
 
-def check_sizes(pairs: list[Pair]) -> list[str]:
-    """Problems of pairs whose IR and VIS sizes differ, read from the headers (one line per pair)."""
+def require_same_sizes(pairs: list[Pair]) -> None:
+    """Check from the file headers, before any work, that IR and VIS sizes agree in every pair.
+
+    Raises PairingError listing every pair whose sizes differ, with both files and sizes.
+    """
     problems = []
     for pair in pairs:
         ir_size, vi_size = image_size(pair.ir), image_size(pair.vi)
         if ir_size != vi_size:
             problems.append(f"  {pair.name}: IR {pair.ir} is {ir_size[0]}x{ir_size[1]}, "
                             f"VIS {pair.vi} is {vi_size[0]}x{vi_size[1]}")
-    return problems
+    if problems:
+        raise PairingError(f"{len(problems)} pair(s) with different IR and VIS sizes "
+                           "(pass --align resize to resize IR to the VIS size):\n" + "\n".join(problems))
 
 
 def align_to(ir: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -82,13 +87,19 @@ def discover_pair_folders(root: str | os.PathLike) -> list[Path]:
     return found
 
 
+def align_pair(ir: torch.Tensor, vi: torch.Tensor, align: str, ir_name: str, vi_name: str) -> torch.Tensor:
+    """IR resized to the VIS size when ``align == "resize"``; PairingError naming both inputs when the
+    sizes differ and ``align == "error"``."""
+    if ir.shape[-2:] == vi.shape[-2:]:
+        return ir
+    if align != "resize":
+        raise PairingError(f"IR {ir_name} is {ir.shape[-1]}x{ir.shape[-2]} but VIS {vi_name} is "
+                           f"{vi.shape[-1]}x{vi.shape[-2]}; align with resize (--align resize) to resize IR "
+                           "to the VIS size")
+    return align_to(ir, tuple(vi.shape[-2:]))
+
+
 def load_pair(pair: Pair, align: str, ir_bits: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Read a clean pair; IR is resized to the VIS size when ``align == "resize"``."""
     ir, vi = read_ir(pair.ir, bits=ir_bits), read_vis(pair.vi)
-    if ir.shape[-2:] != vi.shape[-2:]:
-        if align != "resize":
-            raise PairingError(
-                f"{pair.name}: IR {pair.ir} is {ir.shape[-1]}x{ir.shape[-2]} but VIS {pair.vi} is "
-                f"{vi.shape[-1]}x{vi.shape[-2]}; pass --align resize to resize IR to the VIS size")
-        ir = align_to(ir, tuple(vi.shape[-2:]))
-    return ir, vi
+    return align_pair(ir, vi, align, str(pair.ir), str(pair.vi)), vi

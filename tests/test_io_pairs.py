@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from degradations.io import ImageReadError, read_ir, read_vis, to_uint8, write_png
-from degradations.pairs import PairingError, check_sizes, discover_pair_folders, find_pairs, load_pair
+from degradations.pairs import PairingError, discover_pair_folders, find_pairs, load_pair, require_same_sizes
 
 from helpers import make_pair_folders
 
@@ -63,8 +63,9 @@ def test_size_mismatch_is_reported_and_resize_aligns(tmp_path):
     ir_dir, vi_dir = make_pair_folders(tmp_path, names=("a",))
     Image.open(ir_dir / "a.png").resize((24, 20)).save(ir_dir / "a.png")
     pairs = find_pairs(ir_dir, vi_dir)
-    problems = check_sizes(pairs)
-    assert len(problems) == 1 and "24x20" in problems[0] and "48x40" in problems[0]
+    with pytest.raises(PairingError) as info:
+        require_same_sizes(pairs)
+    assert "1 pair(s)" in str(info.value) and "24x20" in str(info.value) and "48x40" in str(info.value)
     with pytest.raises(PairingError, match="--align resize"):
         load_pair(pairs[0], "error", None)
     ir, vi = load_pair(pairs[0], "resize", None)

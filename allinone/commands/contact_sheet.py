@@ -31,6 +31,7 @@ def write_contact_sheet(ir_path: Path, vi_path: Path, out: Path, *, recipes: lis
 
     pair = Pair(ir_path.stem, ir_path, vi_path)
     ir, vi = load_pair(pair, align="resize", ir_bits=None)
+    # float16-rounded like the depth cache of `allinone degrade`, so the sheet shows the same images
     depth = DepthEstimator.load(depth_model)(vi).half().float()
     sheet = contact_sheet(ir, vi, name=pair.name, recipes=recipes, levels=levels, seed=seed, depth=depth)
     buf = io.BytesIO()

@@ -93,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     from degradations import benchmark
     from degradations.recipes import RECIPES
 
-    from ..cli import UserError
     from .contact_sheet import write_contact_sheet
 
     out = Path(args.out)
@@ -101,10 +100,7 @@ def run(args: argparse.Namespace) -> int:
                                     recipes=DEMO_RECIPES, levels=[DEMO_LEVEL], seed=0)
     bench = out / "benchmark"
     records = benchmark.generate(cfg, bench, workers=args.workers, overwrite=args.overwrite)
-    try:
-        summary = _fuse_benchmark(bench, records, out / "fused", args.checkpoint, args.overwrite)
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from None
+    summary = _fuse_benchmark(bench, records, out / "fused", args.checkpoint, args.overwrite)
 
     strip, sheet = out / "fused_examples.png", out / "contact_sheet.png"
     figures = {

@@ -144,14 +144,11 @@ def _fuse_folder(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> di
     from tqdm import tqdm
 
     from degradations.io import encode_png, write_bytes_atomic
-    from degradations.pairs import PairingError, check_sizes, find_pairs, load_pair
+    from degradations.pairs import find_pairs, load_pair, require_same_sizes
 
     pairs = find_pairs(ir, vi)
     if args.align == "error":
-        problems = check_sizes(pairs)
-        if problems:
-            raise PairingError(f"{len(problems)} pair(s) differ in size (pass --align resize to resize IR to the "
-                               "VIS size):\n" + "\n".join(problems))
+        require_same_sizes(pairs)
     todo = [pair for pair in pairs if args.overwrite or not (out / f"{pair.name}.png").exists()]
     milliseconds: list[float] = []
     for pair in tqdm(todo, desc="fuse", unit="pair", file=sys.stderr):
