@@ -3,7 +3,7 @@
 Usage:
     python scripts/eval_fusion.py --checkpoint checkpoints/fusion_cnn [--data ../shared/data/eval]
         [--out docs/results] [--pairs-per-subset N] [--levels 3] [--seed 0] [--max-side 1024]
-        [--threads 2] [--workers 2] [--niqe] [--quick] [--strict]
+        [--threads 2] [--workers 2] [--niqe] [--quick] [--strict] [--sections clean synthetic real]
 
 Three evaluations, each printed as markdown tables and written as CSV files to --out:
 
@@ -22,7 +22,8 @@ c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): t
    pairs scored against their clean gt_ir/gt_vi references, plus PSNR_ref/SSIM_ref of the output's
    luma against the clean VIS; ours conditioned on haze:3 or rain:3, unconditioned, and the baselines.
 
-``checks.csv`` collects every PASS/FAIL line. Every method's output and every source go through the same
+--sections runs a subset of the three (default all of them; each writes only its own CSV files).
+``checks.csv`` collects every PASS/FAIL line of the sections run. Every method's output and every source go through the same
 8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers processes.
 Frames whose longer side exceeds --max-side are box-downscaled by an integer factor before anything
 else (default 1024: LLVIP's 1280x1024 frames are halved); the output names them. --quick (2 pairs per
@@ -73,6 +74,7 @@ NIGHT_SUBSET = "msrs_test"  # MSRS marks its night pairs with a trailing N in th
 SYNTHETIC_RECIPES = ("night", "haze", "noise", "blur", "lowres", "mixed")
 # Real degraded subsets and the degradation each one shows, as the model's condition.
 REAL_DEGRADED = {"degraded_awfusion_haze": {"haze": 3}, "degraded_awfusion_rain": {"rain": 3}}
+SECTIONS = ("clean", "synthetic", "real")
 
 DEGRADED_METRICS = ("VIF", "Qabf", "SSIM", "MI")
 REFERENCE_METRICS = ("PSNR_ref", "SSIM_ref")
@@ -421,6 +423,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"smoke test: {QUICK_PAIRS_PER_SUBSET} pairs per subset, frames at most "
                              f"{QUICK_MAX_SIDE} px, unless given explicitly")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a check fails")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="evaluations to run (default all): a. clean, b. synthetic, c. real degraded")
     args = parser.parse_args(argv)
     if args.pairs_per_subset is None and args.quick:
         args.pairs_per_subset = QUICK_PAIRS_PER_SUBSET
@@ -441,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean = [sample for subset in CLEAN_SUBSETS if subset not in missing
              for sample in load_subset(args.data / subset, args.pairs_per_subset, args.max_side, downscaled=downscaled)]
     real = {subset: load_subset(args.data / subset, args.pairs_per_subset, args.max_side, references=True,
-                                downscaled=downscaled) for subset in REAL_DEGRADED if subset not in missing}
+                                downscaled=downscaled)
+            for subset in REAL_DEGRADED if subset not in missing and "real" in args.sections}
     if not clean:
         raise SystemExit(f"none of the clean subsets {', '.join(CLEAN_SUBSETS)} found in {args.data} "
                          f"(set --data or ALLINONE_DATA)")
@@ -462,12 +467,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else contextlib.nullcontext()
     with pool as executor, torch.inference_mode():
         scorer = Scorer(executor)
-        checks += evaluate_clean(model, clean, scorer, args.niqe, args.out)
-        timings["loading and clean"] = time.perf_counter()
-        checks += evaluate_synthetic(model, clean, scorer, args.levels, args.seed, estimator, args.out)
-        timings["synthetic"] = time.perf_counter()
-        evaluate_real_degraded(model, real, scorer, args.out)
-        timings["real degraded"] = time.perf_counter()
+        timings["loading"] = time.perf_counter()
+        if "clean" in args.sections:
+            checks += evaluate_clean(model, clean, scorer, args.niqe, args.out)
+            timings["clean"] = time.perf_counter()
+        if "synthetic" in args.sections:
+            checks += evaluate_synthetic(model, clean, scorer, args.levels, args.seed, estimator, args.out)
+            timings["synthetic"] = time.perf_counter()
+        if "real" in args.sections:
+            evaluate_real_degraded(model, real, scorer, args.out)
+            timings["real degraded"] = time.perf_counter()
     write_csv(args.out / "checks.csv", [{"evaluation": c.evaluation, "passed": c.passed, "detail": c.detail}
                                          for c in checks], ["evaluation", "passed", "detail"])
     failed = [check for check in checks if not check.passed]

@@ -107,6 +107,17 @@ def test_eval_fusion_quick_writes_every_table(checkpoint, data_root, tmp_path):
     assert "QUICK" in result.stdout and "| ours |" in result.stdout
 
 
+def test_eval_fusion_sections_runs_only_the_chosen_evaluations(checkpoint, data_root, tmp_path):
+    out = tmp_path / "results"
+    result = run_script("eval_fusion.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--out", out,
+                        "--quick", "--threads", "1", "--workers", "1", "--pairs-per-subset", "1",
+                        "--sections", "clean")
+    assert sorted(path.name for path in out.iterdir()) == ["checks.csv", "clean_pairs.csv", "clean_summary.csv"]
+    _, checks = read_csv(out / "checks.csv")
+    assert {row["evaluation"].split(" ")[0] for row in checks} == {"clean"}
+    assert "## b." not in result.stdout and "## c." not in result.stdout
+
+
 def test_bench_fuse_reports_every_method(checkpoint, data_root, tmp_path):
     table = tmp_path / "bench.csv"
     result = run_script("bench_fuse.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--repeats", "2",
