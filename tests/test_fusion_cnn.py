@@ -1,3 +1,4 @@
+import math
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from allinone.models.fusion_cnn import (
     apply_colour_matrix,
     apply_curve,
     modulated_depthwise_conv,
+    smooth_select,
 )
 from degradations.labels import label_vector
 
@@ -120,6 +122,31 @@ def test_output_starts_as_a_soft_max_select_on_smooth_images():
     to_max = (model(ir, vi) - max_fusion(ir, vi)).abs().mean()
     to_mean = (model(ir, vi) - mean_fusion(ir, vi)).abs().mean()
     assert to_max < to_mean and to_max < 0.05
+
+
+def test_smooth_select_is_the_smooth_maximum_and_tends_to_max_select():
+    a, b = _rand(2, 1, 16, 16).double(), _rand(2, 1, 16, 16, seed=1).double()
+    for s in (5.0, 50.0, 500.0):
+        sharpness = torch.full_like(a, s)
+        out = smooth_select(a, b, torch.sigmoid(sharpness * (b - a)), sharpness)
+        # exact but for the clamp of w to [1e-6, 1 - 1e-6] (entropy error below 1.5e-5 / s)
+        torch.testing.assert_close(out, torch.logaddexp(s * a, s * b) / s, atol=1.5e-5 / s, rtol=0)
+        assert (out >= torch.maximum(a, b) - 1e-9).all()
+        assert (out - torch.maximum(a, b)).max() <= math.log(2) / s + 1e-9
+    # a preference (logit) moves it toward one source: a large negative logit gives the other one
+    sharpness = torch.full_like(a, 50.0)
+    torch.testing.assert_close(smooth_select(a, b, torch.sigmoid(-100 + sharpness * (b - a)), sharpness), a,
+                               atol=1e-6, rtol=0)
+
+
+def test_smooth_select_gradcheck():
+    a, b = _rand(1, 1, 4, 4).double(), _rand(1, 1, 4, 4, seed=1).double()
+    logit = torch.randn(1, 1, 4, 4, dtype=torch.double)
+    sharpness = torch.full((1, 1, 4, 4), 8.0, dtype=torch.double, requires_grad=True)
+    for x in (a, b, logit):
+        x.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, logit, s: smooth_select(a, b, torch.sigmoid(logit + s * (b - a)), s), (a, b, logit, sharpness))
 
 
 def test_colour_matrices_match_kornia():

@@ -5,7 +5,7 @@ Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) 
 
     Y_vis   = luma of VIS
     Y_enh   = k * LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)     (Zero-DCE++ curve, as in LEFuse)
-    Y       = w Y_enh + (1 - w) IR + detail
+    Y       = w Y_enh + (1 - w) IR + H(w) / s + detail   (w = sigmoid(l + s (Y_enh - IR)): smooth max)
     C       = g * C_vis + offset                              (chroma C = (Cb, Cr) - 0.5, centred)
     RGB     = clamp(clamp(Y) + M C)                           (M: kornia's YCbCr -> RGB coefficients)
 
@@ -67,9 +67,10 @@ CHROMA_TO_RGB = ((0.0, 1.4025245442), (-0.3443401356, -0.7144034731), (1.7730496
 # Layers that produce the per-pixel maps start tiny, so the initial output is the mean-fusion
 # baseline while gradients still reach every layer from the first step.
 HEAD_INIT_STD = 1e-3
-# Selection sharpness = SELECT_SCALE * softplus(head output): about 7 at init, so a 0.3 intensity gap
-# already favours the brighter source about 9 to 1 (a max-select prior the training can relax).
-SELECT_SCALE = 10.0
+# Selection sharpness s = SELECT_SCALE * softplus(head output), the inverse temperature of the smooth
+# maximum: about 28 at init, so sources 0.1 apart are weighted 16 to 1 and the entropy term adds at
+# most ln 2 / s = 0.025 (a max-select prior the training can relax).
+SELECT_SCALE = 40.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,22 @@ def bounded_gain(logits: torch.Tensor, max_gain: float) -> torch.Tensor:
     return torch.exp(math.log(max_gain) * torch.tanh(logits))
 
 
+def smooth_select(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
+    """Soft selection between ``a`` and ``b`` plus its entropy bonus: ``lerp(a, b, w) + H(w) / s``.
+
+    With ``w = sigmoid(s (b - a))`` this is exactly the smooth maximum ``log(exp(s a) + exp(s b)) / s``
+    (the Gibbs identity: log-sum-exp = expectation under the softmax + temperature x entropy): it never
+    falls below either source, tends to max-select as ``s`` grows, and is smooth where the sources
+    cross, so the selection leaves no seams. A plain blend ``lerp(a, b, w)`` instead dips below the
+    brighter source wherever the two are close, which flattens the local contrast both sources share.
+    A learned logit added to ``w`` turns it into a smooth maximum with a preference for one source.
+    All tensors broadcast; ``weight`` in (0, 1), ``sharpness`` > 0.
+    """
+    w = weight.clamp(1e-6, 1.0 - 1e-6)
+    entropy = -(w * torch.log(w) + (1.0 - w) * torch.log1p(-w))
+    return torch.lerp(a, b, weight) + entropy / sharpness
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom/right to a multiple of ``multiple`` (reflect; replicate when the image is too small)."""
     height, width = x.shape[-2:]
@@ -405,7 +422,7 @@ class FusionCNN(nn.Module):
         enhanced = luma_gain * apply_curve(vis_luma, alpha, self.config.curve_iterations)
         weight = torch.sigmoid(logit + sharpness * (enhanced - ir))
         detail = F.pixel_shuffle(self.detail_head(x), 2)
-        luma = (torch.lerp(ir, enhanced, weight) + detail).clamp(0.0, 1.0)
+        luma = (smooth_select(ir, enhanced, weight, sharpness) + detail).clamp(0.0, 1.0)
 
         # Chroma at 1/2 resolution, centred on neutral: C = g * C_vis + offset.
         chroma_gain, offset = resample(smooth[:, 4:], 2.0).split(2, dim=1)
