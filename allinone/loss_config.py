@@ -137,11 +137,13 @@ class LossWeights:
     (weight 2, plus the illumination-weighted intensity at 1) and the max-gradient texture term
     at 10x, the recipe that keeps the salient IR targets and the texture of both sources. The
     enhancement terms (exposure, brightness, max-entropy) have small base weights because on a
-    clean pair they would pull the output away from the sources it must stay faithful to; the
-    ``lowlight``/``overexposure`` multipliers raise them where the input is badly exposed. The
+    clean pair they would pull the output away from the sources it must stay faithful to. The
     first CPU run with exposure 1.0 / brightness 1.0 / max-entropy 0.5 and gradient 5 scored
-    clearly below max-select on Qabf and VIF (docs/BENCHMARKS.md). A weight of 0 switches a term
-    off (it is not even computed).
+    clearly below max-select on Qabf and VIF (docs/BENCHMARKS.md). These defaults are the first
+    training stage (``configs/train_cpu.json``); the fine-tune stage (``configs/finetune_cpu.json``)
+    moves the balance toward the per-pixel max (max-intensity 6, gradient 5, intensity 0.5) and
+    nearly switches off the Zero-DCE exposure term (0.02), which raised SSIM to the sources with
+    little loss of VIF. A weight of 0 switches a term off (it is not even computed).
     """
 
     intensity: float = 1.0

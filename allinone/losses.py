@@ -137,18 +137,22 @@ def max_gradient_loss(
     return _reduce(_image_mean((sobel_magnitude(fused_y) - target).abs()), reduction)
 
 
-def _ssim_dissimilarity(a: torch.Tensor, b: torch.Tensor, window_size: int) -> torch.Tensor:
+def _ssim_dissimilarity(a: torch.Tensor, b: torch.Tensor, window_size: int, structure_only: bool = False
+                        ) -> torch.Tensor:
     """Per-image ``1 - mean SSIM`` ``(B,)`` with a Gaussian window (sigma 1.5, reflect padding).
 
     The same map as ``kornia.metrics.ssim``, but the five local moments go through one separable
     Gaussian blur: 5x faster than kornia's 2D window, which dominated the training step on a CPU.
+    ``structure_only`` drops the luminance factor and keeps contrast x structure (as MEF-SSIM does).
     """
     c1, c2 = 0.01**2, 0.03**2
     moments = kornia.filters.gaussian_blur2d(
         torch.cat([a, b, a * a, b * b, a * b], dim=1), (window_size, window_size), (1.5, 1.5), border_type="reflect")
     mu_a, mu_b, aa, bb, ab = moments.split(a.shape[1], dim=1)
     var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
-    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    ssim = (2 * cov + c2) / (var_a + var_b + c2)
+    if not structure_only:
+        ssim = ssim * (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
     return 1.0 - _image_mean(ssim)
 
 
@@ -159,6 +163,7 @@ def ssim_loss(
     w_ir: float | torch.Tensor = 0.5,
     w_vi: float | torch.Tensor = 0.5,
     window_size: int = 11,
+    structure_only: bool = False,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """Weighted structural loss ``w_ir * (1 - SSIM(F, IR)) + w_vi * (1 - SSIM(F, VIS_Y))``.
@@ -167,9 +172,11 @@ def ssim_loss(
         fused_y, ir, vi_y: ``(B, 1, H, W)`` in ``[0, 1]``; H and W must exceed ``window_size // 2``.
         w_ir, w_vi: floats or per-image ``(B, 1, 1, 1)`` weights.
         window_size: side of the Gaussian SSIM window (sigma 1.5).
+        structure_only: compare local contrast and structure only, not local means (MEF-SSIM's
+            choice for fusion: the intensity terms decide the brightness, see :class:`FusionLoss`).
     """
-    to_ir = _ssim_dissimilarity(fused_y, ir, window_size)
-    to_vi = _ssim_dissimilarity(fused_y, vi_y, window_size)
+    to_ir = _ssim_dissimilarity(fused_y, ir, window_size, structure_only)
+    to_vi = _ssim_dissimilarity(fused_y, vi_y, window_size, structure_only)
     return _reduce(_per_image_weight(w_ir, fused_y) * to_ir + _per_image_weight(w_vi, fused_y) * to_vi, reduction)
 
 
@@ -421,8 +428,11 @@ class FusionLoss(nn.Module):
             "intensity": lambda: illumination_intensity_loss(fused_y, ir, vi_y, w_ir, w_vi, reduction="none"),
             "max_intensity": lambda: max_intensity_loss(fused_y, ir, vi_y, reduction="none"),
             "gradient": lambda: max_gradient_loss(fused_y, ir, vi_y, reduction="none"),
-            "ssim_ir": lambda: _ssim_dissimilarity(fused_y, ir, window_size=11),
-            "ssim_vi": lambda: _ssim_dissimilarity(fused_y, vi_y, window_size=11),
+            # Structure only: with SSIM's luminance factor, a region bright in one source and dark in
+            # the other (a saturated sky over a cold IR sky) is pulled toward a grey in between,
+            # since that halves both luminance penalties; brightness is the intensity terms' job.
+            "ssim_ir": lambda: _ssim_dissimilarity(fused_y, ir, window_size=11, structure_only=True),
+            "ssim_vi": lambda: _ssim_dissimilarity(fused_y, vi_y, window_size=11, structure_only=True),
             "color": lambda: color_consistency_loss(fused_rgb, vis_rgb, reduction="none"),
             "exposure": lambda: exposure_control_loss(fused_y, reduction="none"),
             "brightness": lambda: brightness_consistency_loss(

@@ -1,6 +1,10 @@
 """Draw a training run's loss curve (total and main terms) as a small PNG, with Pillow only.
 
-Usage: python scripts/plot_training_curve.py checkpoints/fusion_cnn/loss_log.csv -o checkpoints/fusion_cnn/training_curve.png
+Usage: python scripts/plot_training_curve.py LOG [LOG ...] -o curve.png
+
+Several logs are stages of one model (a fine-tune continuing a run): they are drawn end to end, steps
+counted on from the previous stage, with a grey line where a stage starts (its loss weights may differ,
+so the total can jump there).
 """
 from __future__ import annotations
 
@@ -37,13 +41,19 @@ def has_values(rows: list[dict], name: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("log", type=Path)
+    parser.add_argument("logs", type=Path, nargs="+", help="loss_log.csv of each stage, in order")
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--window", type=int, default=20, help="moving-average window in log rows")
     args = parser.parse_args()
 
-    rows = list(csv.DictReader(args.log.open()))
-    steps = [int(r["step"]) for r in rows]
+    rows, steps, boundaries = [], [], []
+    for log in args.logs:
+        stage = list(csv.DictReader(log.open()))
+        offset = steps[-1] if steps else 0
+        if steps:
+            boundaries.append(offset)
+        rows += stage
+        steps += [offset + int(r["step"]) for r in stage]
     series = {name: smooth([float(r[name]) for r in rows], args.window) for name in SERIES if rows and has_values(rows, name)}
     width, height, margin = 720, 360, 50
     image = Image.new("RGB", (width, height), "white")
@@ -57,6 +67,9 @@ def main() -> None:
         step = steps[0] + frac * (steps[-1] - steps[0])
         draw.text((x(step) - 12, height - margin + 6), f"{int(step)}", fill="black")
     draw.text((width // 2 - 20, height - 18), "step", fill="black")
+    for number, step in enumerate(boundaries, start=2):
+        draw.line([(x(step), margin), (x(step), height - margin)], fill=(160, 160, 160), width=1)
+        draw.text((x(step) + 4, margin + 4), f"stage {number}", fill=(120, 120, 120))
     for i, (name, values) in enumerate(series.items()):
         colour = COLOURS[SERIES[name]]
         draw.line([(x(s), y(v)) for s, v in zip(steps, values)], fill=colour, width=2)

@@ -126,27 +126,31 @@ def test_output_starts_as_a_soft_max_select_on_smooth_images():
 
 def test_smooth_select_is_the_smooth_maximum_and_tends_to_max_select():
     a, b = _rand(2, 1, 16, 16).double(), _rand(2, 1, 16, 16, seed=1).double()
+    zero = torch.zeros_like(a)
     for s in (5.0, 50.0, 500.0):
         sharpness = torch.full_like(a, s)
-        out = smooth_select(a, b, torch.sigmoid(sharpness * (b - a)), sharpness)
-        # exact but for the clamp of w to [1e-6, 1 - 1e-6] (entropy error below 1.5e-5 / s)
-        torch.testing.assert_close(out, torch.logaddexp(s * a, s * b) / s, atol=1.5e-5 / s, rtol=0)
-        assert (out >= torch.maximum(a, b) - 1e-9).all()
-        assert (out - torch.maximum(a, b)).max() <= math.log(2) / s + 1e-9
-    # a preference (logit) moves it toward one source: a large negative logit gives the other one
-    sharpness = torch.full_like(a, 50.0)
-    torch.testing.assert_close(smooth_select(a, b, torch.sigmoid(-100 + sharpness * (b - a)), sharpness), a,
-                               atol=1e-6, rtol=0)
+        out = smooth_select(a, b, zero, sharpness)
+        torch.testing.assert_close(out, torch.logaddexp(s * a, s * b) / s)
+        assert (out >= torch.maximum(a, b) - 1e-12).all()
+        assert (out - torch.maximum(a, b)).max() <= math.log(2) / s + 1e-12
+
+
+def test_smooth_select_is_soft_selection_plus_entropy_and_a_logit_sets_a_preference():
+    a, b = _rand(2, 1, 16, 16).double(), _rand(2, 1, 16, 16, seed=1).double()
+    logit = 3 * torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.double)
+    sharpness = torch.full_like(a, 20.0)
+    w = torch.sigmoid(logit + sharpness * (b - a))
+    entropy = -(w * w.log() + (1 - w) * (1 - w).log())
+    torch.testing.assert_close(smooth_select(a, b, logit, sharpness), torch.lerp(a, b, w) + entropy / sharpness)
+    # a strong preference gives that source whatever the intensities
+    torch.testing.assert_close(smooth_select(a, b, torch.full_like(a, -100.0), sharpness), a)
+    torch.testing.assert_close(smooth_select(a, b, torch.full_like(a, 100.0), sharpness), b)
 
 
 def test_smooth_select_gradcheck():
-    a, b = _rand(1, 1, 4, 4).double(), _rand(1, 1, 4, 4, seed=1).double()
-    logit = torch.randn(1, 1, 4, 4, dtype=torch.double)
+    inputs = [_rand(1, 1, 4, 4, seed=seed).double().requires_grad_(True) for seed in range(3)]
     sharpness = torch.full((1, 1, 4, 4), 8.0, dtype=torch.double, requires_grad=True)
-    for x in (a, b, logit):
-        x.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda a, b, logit, s: smooth_select(a, b, torch.sigmoid(logit + s * (b - a)), s), (a, b, logit, sharpness))
+    assert torch.autograd.gradcheck(smooth_select, (*inputs, sharpness))
 
 
 def test_colour_matrices_match_kornia():
@@ -173,7 +177,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["model_type"] == "allinone-fusion-cnn" and config["format_version"] == 1
+    assert config["model_type"] == "allinone-fusion-cnn" and config["format_version"] == 2
     with safe_open(tmp_path / "model.safetensors", framework="pt") as weights:
         assert "embedder.null" in weights.keys()  # the embedder is part of the checkpoint
 

@@ -119,6 +119,14 @@ def test_max_gradient_loss_zero_when_fused_is_the_dominant_source():
     assert max_gradient_loss(_blur(ir), ir, vi) > clean + 0.05
 
 
+def test_structure_only_ssim_ignores_local_means_full_ssim_does_not():
+    ir, vi = _IR_8.clone(), _VI_8.clone()
+    brighter = ir + 0.3  # a brightness shift keeps the local contrast and structure
+    assert ssim_loss(brighter, ir, vi, w_ir=1.0, w_vi=0.0, window_size=5, structure_only=True).item() < 1e-4
+    assert ssim_loss(brighter, ir, vi, w_ir=1.0, w_vi=0.0, window_size=5).item() > 0.01
+    assert ssim_loss(_add_noise(ir), ir, vi, w_ir=1.0, w_vi=0.0, window_size=5, structure_only=True) > 0.05
+
+
 def test_ssim_loss_zero_for_identical_and_grows_with_noise():
     ir, vi = _texture(seed=4), _texture(seed=5)
     assert ssim_loss(ir, ir, ir).abs().item() < 1e-4
@@ -374,10 +382,12 @@ def test_effective_weights_are_geometric_in_labels():
     gradient = TERMS.index("gradient")
     assert effective.shape == (3, len(TERMS))
     assert effective[0, gradient] == weights.gradient
-    assert effective[1, gradient] == pytest.approx(weights.gradient * 0.5)
-    assert effective[2, gradient] == pytest.approx(weights.gradient * 0.5 * 2.0)
+    noise, blur = WEIGHTS_BY_DEGRADATION["noise"]["gradient"], WEIGHTS_BY_DEGRADATION["blur"]["gradient"]
+    assert noise != 1.0 and blur != 1.0
+    assert effective[1, gradient] == pytest.approx(weights.gradient * noise)
+    assert effective[2, gradient] == pytest.approx(weights.gradient * noise * blur)
     half_noise = weights.effective(label_vector({"noise": 2}).unsqueeze(0) * 1.25)  # label 0.5
-    assert half_noise[0, gradient] == pytest.approx(weights.gradient * 0.5**0.5)
+    assert half_noise[0, gradient] == pytest.approx(weights.gradient * noise**0.5)
     assert (weights.effective(torch.ones(4, len(DEGRADATION_TYPES))) >= 0).all()
     with pytest.raises(ValueError, match="labels must be"):
         weights.effective(torch.zeros(2, 3))

@@ -29,7 +29,7 @@ touch full resolution, the 1/2-resolution level is thin, the residual blocks are
 and operations are few, since on a CPU each one also costs a synchronisation of the threads. No
 operation pools globally, so a pixel depends only on its neighbourhood (the receptive field reaches
 about 100 pixels each way, most of the influence within 50) and tiled inference
-(:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. At initialisation the output is close to mean fusion of the IR and the VIS luma with the
+(:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. At initialisation the output is close to a smooth max-select of the IR and the VIS luma with the
 VIS chroma, so training starts from a sane baseline.
 """
 from __future__ import annotations
@@ -49,7 +49,9 @@ from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder
 from degradations.labels import DEGRADATION_TYPES
 
 MODEL_TYPE = "allinone-fusion-cnn"
-FORMAT_VERSION = 1
+# 2: the luma selection became a smooth maximum (smooth_select); version-1 weights would load but give
+# other images, so they are refused.
+FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -64,7 +66,7 @@ RGB_TO_CHROMA = (
 )
 CHROMA_TO_RGB = ((0.0, 1.4025245442), (-0.3443401356, -0.7144034731), (1.7730496454, 0.0))
 
-# Layers that produce the per-pixel maps start tiny, so the initial output is the mean-fusion
+# Layers that produce the per-pixel maps start tiny, so the initial output is the smooth max-select
 # baseline while gradients still reach every layer from the first step.
 HEAD_INIT_STD = 1e-3
 # Selection sharpness s = SELECT_SCALE * softplus(head output), the inverse temperature of the smooth
@@ -266,20 +268,21 @@ def bounded_gain(logits: torch.Tensor, max_gain: float) -> torch.Tensor:
     return torch.exp(math.log(max_gain) * torch.tanh(logits))
 
 
-def smooth_select(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
-    """Soft selection between ``a`` and ``b`` plus its entropy bonus: ``lerp(a, b, w) + H(w) / s``.
+def smooth_select(a: torch.Tensor, b: torch.Tensor, logit: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
+    """Smooth maximum of ``a`` and ``b`` with a preference: ``lerp(a, b, w) + H(w) / s``.
 
-    With ``w = sigmoid(s (b - a))`` this is exactly the smooth maximum ``log(exp(s a) + exp(s b)) / s``
-    (the Gibbs identity: log-sum-exp = expectation under the softmax + temperature x entropy): it never
-    falls below either source, tends to max-select as ``s`` grows, and is smooth where the sources
-    cross, so the selection leaves no seams. A plain blend ``lerp(a, b, w)`` instead dips below the
-    brighter source wherever the two are close, which flattens the local contrast both sources share.
-    A learned logit added to ``w`` turns it into a smooth maximum with a preference for one source.
-    All tensors broadcast; ``weight`` in (0, 1), ``sharpness`` > 0.
+    ``w = sigmoid(z)``, ``z = logit + s (b - a)``, ``H`` the binary entropy (nats), ``s`` the sharpness.
+    With ``logit = 0`` this is exactly ``log(exp(s a) + exp(s b)) / s`` (the Gibbs identity:
+    log-sum-exp = expectation under the softmax + temperature x entropy): it never falls below either
+    source, tends to max-select as ``s`` grows, and is smooth where the sources cross, so the
+    selection leaves no seams. A plain blend ``lerp(a, b, w)`` (the same without the entropy term, the
+    first shipped model's rule) dips below the brighter source wherever the two are close. A
+    negative (positive) ``logit`` prefers ``a`` (``b``). Computed as ``a + (softplus(z) - w logit) / s``
+    (``H(w) = softplus(z) - w z``): stable for any ``z`` and a few operations, all pointwise.
+    All tensors broadcast; ``sharpness`` > 0.
     """
-    w = weight.clamp(1e-6, 1.0 - 1e-6)
-    entropy = -(w * torch.log(w) + (1.0 - w) * torch.log1p(-w))
-    return torch.lerp(a, b, weight) + entropy / sharpness
+    z = torch.addcmul(logit, sharpness, b - a)
+    return a + (F.softplus(z) - torch.sigmoid(z) * logit) / sharpness
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -420,9 +423,8 @@ class FusionCNN(nn.Module):
         alpha, luma_gain, logit, sharpness = resample(
             torch.cat([alpha, luma_gain, smooth[:, 2:3], sharpness], dim=1), 4.0).split(1, dim=1)
         enhanced = luma_gain * apply_curve(vis_luma, alpha, self.config.curve_iterations)
-        weight = torch.sigmoid(logit + sharpness * (enhanced - ir))
         detail = F.pixel_shuffle(self.detail_head(x), 2)
-        luma = (smooth_select(ir, enhanced, weight, sharpness) + detail).clamp(0.0, 1.0)
+        luma = (smooth_select(ir, enhanced, logit, sharpness) + detail).clamp(0.0, 1.0)
 
         # Chroma at 1/2 resolution, centred on neutral: C = g * C_vis + offset.
         chroma_gain, offset = resample(smooth[:, 4:], 2.0).split(2, dim=1)
