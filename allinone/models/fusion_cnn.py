@@ -29,8 +29,9 @@ touch full resolution, the 1/2-resolution level is thin, the residual blocks are
 and operations are few, since on a CPU each one also costs a synchronisation of the threads. No
 operation pools globally, so a pixel depends only on its neighbourhood (the receptive field reaches
 about 100 pixels each way, most of the influence within 50) and tiled inference
-(:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. At initialisation the output is close to a smooth max-select of the IR and the VIS luma with the
-VIS chroma, so training starts from a sane baseline.
+(:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. At initialisation the
+output is close to a smooth max-select of the IR and the VIS luma with the VIS chroma, so training
+starts from a sane baseline.
 """
 from __future__ import annotations
 
@@ -412,11 +413,11 @@ class FusionCNN(nn.Module):
                 smooth = self.smooth_head(x)  # x holds the decoded 1/4-resolution features here
             x = self.decoder[level](self.upsamples[level](x) + skips[level], embedding)
 
-        # Luma: curve-enhanced, gained VIS blended with IR, plus detail. The blend weight is a smooth
-        # 1/4-resolution logit plus a full-resolution selection term, sharpness * (enhanced - IR): a
+        # Luma: a smooth maximum of the IR and the curve-enhanced, gained VIS, plus detail. The smooth
+        # 1/4-resolution logit sets a preference for one source; the full-resolution term
+        # sharpness * (enhanced - IR) inside smooth_select keeps, pixel by pixel, the brighter one: a
         # smooth weight alone averages the two sources at every edge and so flattens the stronger
-        # one's gradients; the selection term lets the network keep, pixel by pixel, the source that
-        # carries the structure (max-select where sharpness is high, a plain blend where it is 0).
+        # one's gradients.
         alpha = torch.tanh(smooth[:, :1])
         luma_gain = bounded_gain(smooth[:, 1:2], self.config.max_gain)
         sharpness = SELECT_SCALE * F.softplus(smooth[:, 3:4])
