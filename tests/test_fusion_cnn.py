@@ -194,6 +194,10 @@ def test_from_pretrained_rejects_other_models(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "something-else"}))
     with pytest.raises(ValueError):
         FusionCNN.from_pretrained(tmp_path)
+    # weights of the first format (plain-blend selection) would load but give other images
+    (tmp_path / "config.json").write_text(json.dumps({**config, "format_version": 1}))
+    with pytest.raises(ValueError, match="format version 1"):
+        FusionCNN.from_pretrained(tmp_path)
 
 
 def test_config_from_name_dict_and_dataclass_agree():
