@@ -28,6 +28,7 @@ from torch import nn
 from degradations.labels import DEGRADATION_TYPES
 
 TEXT_EMBED_DIM = 384
+TEXT_CACHE_ENV = "ALLINONE_TEXT_CACHE"  # a folder of cached prompt embeddings, shared by every run
 
 
 @dataclass
@@ -98,12 +99,15 @@ class TextEncoder:
 
     The model (about 90 MB, seconds to load) is loaded on the first :meth:`encode` call only, from the
     folder bundled in the package, never from the network. Embeddings are cached per text in memory and,
-    when ``cache_dir`` is given, on disk as ``<sha256 of the text>.npy``.
+    when ``cache_dir`` (default: ``$ALLINONE_TEXT_CACHE``) is given, on disk as ``<sha256 of the text>.npy``.
+    A machine without the text model (a training node, say) runs on a cache filled elsewhere
+    (``scripts/encode_prompts.py`` fills one with every prompt of a training run).
     """
 
     dim = TEXT_EMBED_DIM
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
+        cache_dir = cache_dir if cache_dir is not None else os.environ.get(TEXT_CACHE_ENV) or None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._memory: dict[str, torch.Tensor] = {}
         self._model = None

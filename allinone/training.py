@@ -116,36 +116,50 @@ def _prepare_run(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> 
     (out / "loss_log.csv").unlink(missing_ok=True)
 
 
+def training_dataset(cfg: TrainConfig, processes: int = 1) -> TripletDataset:
+    """The triplets of a run; epoch ``e`` is what steps ``e * save_every ...`` of all processes train on.
+
+    An epoch is `save_every` steps of every process; the prepared loader hands each process its own
+    batches of it, so data-parallel ranks never train on the same samples and a resumed run (which
+    restarts at an epoch boundary, right after a save) sees exactly the data it would have seen.
+    """
+    return TripletDataset.from_root(
+        cfg.data, crop=cfg.crop, recipes=cfg.recipes, levels=cfg.levels, clean_fraction=cfg.clean_fraction,
+        samples_per_epoch=cfg.batch_size * max(cfg.save_every, 1) * processes, seed=cfg.seed)
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
           device: str | None = None) -> FusionCNN:
     """Train (or resume) a FusionCNN; returns the trained model (unwrapped, on CPU)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     out = Path(out)
-    accelerator = Accelerator(cpu=device == "cpu")
+    # A batch whose conditions were all dropped (or that has no prompt) leaves the label or text MLP
+    # without gradient; data-parallel training must expect that instead of waiting for it.
+    accelerator = Accelerator(cpu=device == "cpu",
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if accelerator.is_main_process:
         _prepare_run(out, cfg, resume, overwrite)
     accelerator.wait_for_everyone()
     load_state = resume and (out / "state").is_dir()
     set_seed(cfg.seed)
 
-    dataset = TripletDataset.from_root(cfg.data, crop=cfg.crop, recipes=cfg.recipes, levels=cfg.levels,
-                                       clean_fraction=cfg.clean_fraction,
-                                       samples_per_epoch=cfg.batch_size * max(cfg.save_every, 1), seed=cfg.seed)
+    dataset = training_dataset(cfg, accelerator.num_processes)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=_collate,
                         persistent_workers=False, drop_last=True)
     model = FusionCNN.from_pretrained(cfg.init_from).train() if cfg.init_from else FusionCNN(cfg.model)
     criterion = FusionLoss(LossWeights.from_dict(cfg.loss))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     step = 0
     if load_state:
         accelerator.load_state(str(out / "state"))
         step = int(json.loads((out / "state" / "step.json").read_text())["step"])
         log.info("resumed %s at step %d", out, step)
 
-    drop_generator = torch.Generator().manual_seed(cfg.seed + step)
+    # Condition dropout differs between ranks (as their samples do) and continues after a resume.
+    drop_generator = torch.Generator().manual_seed(cfg.seed + step + 1_000_003 * accelerator.process_index)
     log_file = open(out / "loss_log.csv", "a", newline="") if accelerator.is_main_process else None
     writer = csv.writer(log_file) if log_file else None
     if writer and step == 0:
@@ -162,7 +176,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, cfg)
-                tensors = {k: v.to(accelerator.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}  # on the device already
                 condition = Condition(labels=tensors["labels"], prompts=batch["prompt"] if cfg.use_prompts else None)
                 condition = drop_condition(condition, cfg.condition_dropout, drop_generator, cfg.source_dropout)
                 fused = model(tensors["ir"], tensors["vi"], condition)

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from .labels import label_vector
 from .io import to_uint8
 from .pairs import Pair, discover_pair_folders, find_pairs, load_pair
-from .recipes import RECIPES, apply_steps, item_seed, plan
+from .recipes import RECIPES, Plan, apply_steps, item_seed, plan
 
 DEFAULT_RECIPES: tuple[str, ...] = tuple(RECIPES)
 CLEAN = "clean"  # pseudo-recipe: the undegraded pair, so the model also learns plain fusion
@@ -96,18 +96,26 @@ class TripletDataset(Dataset):
                 self._depths[pair.name] = self._depth_estimator(vi).half()
         return self._depths[pair.name].float()
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        seed = item_seed(self.seed, f"{self.epoch}/{index}", "triplet", 0)
-        rng = random.Random(seed)
+    def _draw(self, index: int) -> tuple[random.Random, Pair, str, Plan | None]:
+        """The item's generator, pair, recipe and plan (None for a clean item); the crop is drawn next."""
+        rng = random.Random(item_seed(self.seed, f"{self.epoch}/{index}", "triplet", 0))
         pair = self.pairs[rng.randrange(len(self.pairs))]
+        clean = rng.random() < self.clean_fraction
+        recipe = CLEAN if clean else rng.choice(self.recipes)
+        p = None if clean else plan(recipe, rng.choice(self.levels), rng.getrandbits(63))
+        return rng, pair, recipe, p
+
+    def prompt_at(self, index: int) -> str:
+        """The prompt of item ``index`` of the current epoch, without rendering the item."""
+        p = self._draw(index)[3]
+        return p.prompt if p is not None else ""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng, pair, recipe, p = self._draw(index)
         ir_u8, vi_u8 = self._load(pair)
         ir = torch.from_numpy(ir_u8).float().div_(255)[None, None]
         vi = torch.from_numpy(vi_u8).float().div_(255)
         vi = vi[None, None] if vi.dim() == 2 else vi.permute(2, 0, 1)[None]
-
-        clean = rng.random() < self.clean_fraction
-        recipe = CLEAN if clean else rng.choice(self.recipes)
-        p = None if clean else plan(recipe, rng.choice(self.levels), rng.getrandbits(63))
         depth = self._depth(pair, vi) if p is not None and p.needs_depth else None
 
         ir, vi, depth = self._random_crop(rng, ir, vi, depth)

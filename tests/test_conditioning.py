@@ -145,3 +145,13 @@ def test_minilm_embeddings_are_cached_on_disk_by_text_hash(minilm):
     fresh = TextEncoder(cache_dir=cache_dir)
     assert torch.equal(fresh.encode(["brighten the dark night scene", "remove the haze"]), vectors.flip(0))
     assert not fresh.is_loaded  # served from disk, MiniLM not loaded again
+
+
+def test_the_text_cache_folder_defaults_to_the_environment(minilm, monkeypatch):
+    _, vectors, cache_dir = minilm
+    monkeypatch.setenv("ALLINONE_TEXT_CACHE", str(cache_dir))
+    fresh = TextEncoder()
+    assert fresh.cache_dir == cache_dir
+    assert torch.equal(fresh.encode(["remove the haze"]), vectors[:1]) and not fresh.is_loaded
+    monkeypatch.delenv("ALLINONE_TEXT_CACHE")
+    assert TextEncoder().cache_dir is None

@@ -86,3 +86,29 @@ def test_fine_tuning_starts_from_the_given_weights(data, tmp_path):
     cfg.init_from, cfg.lr = str(tmp_path / "base"), 1e-9  # a step too small to move the weights
     tuned = train(cfg, tmp_path / "run", device="cpu")
     torch.testing.assert_close(tuned.smooth_head.weight, base.smooth_head.weight, atol=1e-6, rtol=0)
+
+
+def test_two_data_parallel_processes_train_like_one_with_their_joint_batch(data, tmp_path):
+    """torchrun with 2 CPU processes (gloo), batch 2 each, must take the same steps as one process with
+    batch 4: each rank gets its own half of the samples and the gradients are averaged across ranks."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = _cfg(data, 2)
+    cfg.condition_dropout = cfg.source_dropout = 0.0  # dropout draws differ per rank by design
+    cfg.batch_size = 4
+    single = train(cfg, tmp_path / "single", device="cpu")
+
+    cfg.batch_size = 2
+    config = tmp_path / "ddp.json"
+    config.write_text(json.dumps(cfg.to_json()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "allinone.cli", "--threads", "1", "train", "--config", str(config),
+               "--out", str(tmp_path / "ddp"), "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parallel = FusionCNN.from_pretrained(tmp_path / "ddp" / "model")
+    for (name, a), b in zip(single.state_dict().items(), parallel.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "ddp" / "loss_log.csv").open())] == [1, 2]

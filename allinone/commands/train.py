@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
                       device="cpu" if args.device == "cpu" else None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # one report per run, not one per data-parallel process
+        return 0
     console.success(f"trained {model.num_parameters():,} parameters for {cfg.steps} steps; "
                     f"weights: {args.out}/model, loss log: {args.out}/loss_log.csv")
     print(json.dumps({"out": args.out, "steps": cfg.steps}))

