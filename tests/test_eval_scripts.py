@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -183,3 +184,47 @@ def test_downscale_factor_brings_the_longer_side_under_the_limit():
     assert eval_fusion.downscale_factor(480, 640, 1024) == 1
     assert eval_fusion.downscale_factor(480, 640, None) == 1
     assert eval_fusion.box_downscale(torch.ones(1, 3, 9, 10), 2).shape == (1, 3, 4, 5)
+
+
+def test_ssim_breakdown_bands_partition_the_fusion_ssim():
+    import ssim_breakdown
+
+    from allinone.metrics import ssim_fusion
+
+    rng = np.random.default_rng(0)
+    ir = rng.integers(0, 256, (40, 48)).astype(np.uint8)
+    vi = np.full((40, 48), 120, np.uint8)
+    vi[:, 24:] = rng.integers(0, 256, (40, 24))  # left half flat, right half textured
+    fused = ((ir.astype(np.uint16) + vi) // 2).astype(np.uint8)
+    total = 0.0
+    for source in (ir, vi):
+        masks = ssim_breakdown.band_masks(source.astype(np.float64))
+        assert sum(mask.sum() for mask in masks.values()) == masks["flat"].size  # every window in one band
+        total += sum(ssim_breakdown.contributions(fused.astype(np.float64), source.astype(np.float64),
+                                                  masks).values())
+    assert total == pytest.approx(ssim_fusion(fused, ir, vi), abs=1e-9)
+    # The flat half of the VIS image: a fused image equal to it there scores 1 per window, otherwise ~0.
+    masks = ssim_breakdown.band_masks(vi.astype(np.float64))
+    assert masks["flat"][:, :15].all() and masks["textured"][:, 27:].all()
+    flat_share = masks["flat"].mean()
+    same = ssim_breakdown.contributions(vi.astype(np.float64), vi.astype(np.float64), masks)["flat"]
+    assert same == pytest.approx(flat_share)
+    assert ssim_breakdown.contributions(fused.astype(np.float64), vi.astype(np.float64), masks)["flat"] < 0.1 * flat_share
+
+
+def test_encode_prompts_lists_exactly_the_prompts_a_run_draws(tmp_path):
+    import encode_prompts
+
+    from allinone.training import TrainConfig, training_dataset
+    from helpers import make_pair_folders
+
+    make_pair_folders(tmp_path / "data" / "set", names=("a", "b"), size=(40, 32))
+    cfg = TrainConfig(data=str(tmp_path / "data"), crop=16, batch_size=2, steps=5, save_every=2,
+                      recipes=["noise", "mixed"], clean_fraction=0.3, seed=3)
+    for processes in (1, 2):
+        dataset = training_dataset(cfg, processes)
+        drawn = set()
+        for epoch in range(3):  # steps 1-2, 3-4, 5
+            dataset.set_epoch(epoch)
+            drawn |= {dataset[i]["prompt"] for i in range(len(dataset))}
+        assert encode_prompts.run_prompts(cfg, processes) == drawn - {""}
