@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
-from pathlib import Path
 
 import kornia
 import torch
@@ -24,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from allinone.loss_config import TERMS, LossWeights
+from allinone.lpips_backbone import LPIPS_BACKBONE_ENV, load_lpips, resolve_lpips_backbone  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-LPIPS_BACKBONE_ENV = "ALLINONE_LPIPS_BACKBONE"
 
 
 def _reduce(per_image: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -293,28 +291,6 @@ def illumination_smoothness_loss(
     return _reduce(_image_mean(dx) + _image_mean(dy), reduction)
 
 
-# torchvision AlexNet ``features`` index of each conv layer -> the lpips trunk slice holding it
-_ALEXNET_CONV_SLICE = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
-
-
-def _lpips_trunk_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys of the lpips AlexNet trunk (``slice2.3.weight``) from any of the formats accepted.
-
-    Accepted: a torchvision AlexNet state dict (``features.3.weight``, classifier ignored), an
-    lpips trunk state dict (``slice2.3.weight``) or a full LPIPS state dict (``net.slice2.3.weight``).
-    """
-    trunk: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("features."):
-            _, index, param = key.split(".")
-            trunk[f"slice{_ALEXNET_CONV_SLICE[int(index)]}.{index}.{param}"] = value
-        elif key.startswith("net.slice"):
-            trunk[key.removeprefix("net.")] = value
-        elif key.startswith("slice"):
-            trunk[key] = value
-    return trunk
-
-
 class PerceptualLoss(nn.Module):
     """LPIPS (AlexNet trunk, v0.1 linear heads) between two RGB images in ``[0, 1]``, frozen.
 
@@ -328,26 +304,7 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, backbone_path: str | os.PathLike | None = None) -> None:
         super().__init__()
-        path = backbone_path or os.environ.get(LPIPS_BACKBONE_ENV)
-        if not path:
-            raise FileNotFoundError(
-                "LPIPS perceptual loss needs local AlexNet backbone weights: pass backbone_path "
-                f"or set {LPIPS_BACKBONE_ENV} to a torchvision AlexNet / LPIPS state-dict file"
-            )
-        if not Path(path).is_file():
-            raise FileNotFoundError(
-                f"LPIPS AlexNet backbone weights not found: {path} (from backbone_path or {LPIPS_BACKBONE_ENV})"
-            )
-        import lpips  # optional dependency, only needed for this term
-
-        with warnings.catch_warnings():
-            # torchvision's deprecation warnings about lpips' `pretrained=False` trunk call
-            warnings.simplefilter("ignore", UserWarning)
-            self.lpips = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.lpips.net.load_state_dict(_lpips_trunk_state_dict(state))
-        self.lpips.requires_grad_(False)
-        self.lpips.eval()
+        self.lpips = load_lpips(resolve_lpips_backbone(backbone_path, "alex"), "alex")
 
     def train(self, mode: bool = True) -> "PerceptualLoss":
         super().train(mode)

@@ -18,16 +18,16 @@ from __future__ import annotations
 import functools
 import math
 import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import correlate1d
 from scipy.signal import convolve2d
 from skimage.metrics import structural_similarity
 
+from .lpips_backbone import (LPIPS_BACKBONE_ENV, LPIPSBackboneNotFoundError, load_lpips,  # noqa: F401
+                             resolve_lpips_backbone)
+
 METRIC_NAMES = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "CC", "PSNR")
-LPIPS_BACKBONE_ENV = "ALLINONE_LPIPS_BACKBONE"
 
 # Xydeas & Petrovic (2000) sigmoid constants for edge strength (g) and orientation (a) preservation.
 _QABF_GAMMA_G, _QABF_KAPPA_G, _QABF_SIGMA_G = 0.9994, -15.0, 0.5
@@ -35,10 +35,6 @@ _QABF_GAMMA_A, _QABF_KAPPA_A, _QABF_SIGMA_A = 0.9879, -22.0, 0.8
 _SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 _SOBEL_Y = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
 _NIQE_BLOCK = 96  # basicsr's NIQE cuts the image into 96x96 blocks and needs at least two of them
-
-
-class LPIPSBackboneNotFoundError(FileNotFoundError):
-    """The local ImageNet weights of the LPIPS backbone are missing; the message says how to set them."""
 
 
 def to_luma(image: np.ndarray) -> np.ndarray:
@@ -321,45 +317,8 @@ def niqe(image: np.ndarray) -> float:
     return float(calculate_niqe(y, crop_border=0, input_order="HW"))
 
 
-def resolve_lpips_backbone(path: str | os.PathLike | None = None, net: str = "alex") -> Path:
-    """The local file of torchvision ImageNet weights for the LPIPS backbone: ``path`` if given, else
-    ``$ALLINONE_LPIPS_BACKBONE``. Raises LPIPSBackboneNotFoundError when neither names a file."""
-    chosen = path if path is not None else os.environ.get(LPIPS_BACKBONE_ENV) or None
-    if chosen is not None and Path(chosen).is_file():
-        return Path(chosen)
-    where = f"'{chosen}'" if chosen is not None else "(no path given)"
-    example = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}.get(net, "the torchvision checkpoint")
-    raise LPIPSBackboneNotFoundError(
-        f"LPIPS backbone weights not found at {where}; set {LPIPS_BACKBONE_ENV} or pass --lpips-backbone "
-        f"to a local copy of torchvision's ImageNet {net} weights (e.g. {example}); allinone never downloads them")
-
-
-@functools.lru_cache(maxsize=2)
-def _lpips_model(backbone_path: str, net: str):
-    import lpips
-    import torch
-
-    with warnings.catch_warnings():
-        # lpips calls torchvision's deprecated ``pretrained=False``; pnet_rand keeps it from downloading.
-        warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)  # linear heads ship inside lpips
-    state = torch.load(backbone_path, map_location="cpu", weights_only=True)
-    # lpips slices torchvision's ``features`` Sequential but keeps each layer's index as its name.
-    layers = {name: layer for part in model.net.children() for name, layer in part.named_children()}
-    loaded = 0
-    for index, layer in layers.items():
-        prefix = f"features.{index}."
-        layer_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if list(layer.parameters()):  # ReLU and pooling layers hold no weights
-            try:
-                layer.load_state_dict(layer_state)
-            except RuntimeError as exc:
-                raise ValueError(f"{backbone_path}: not torchvision {net} weights (layer features.{index}: "
-                                 f"{exc})") from exc
-            loaded += 1
-    if loaded == 0:
-        raise ValueError(f"{backbone_path}: no backbone layers found")
-    return model.eval()
+# One model per (backbone file, net), loaded on first use.
+_lpips_model = functools.lru_cache(maxsize=2)(load_lpips)
 
 
 def _lpips_input(image: np.ndarray, colour: bool):

@@ -416,3 +416,16 @@ def test_loss_weights_round_trip_and_validation():
 def test_config_tables_cover_every_term_and_degradation():
     assert set(WEIGHTS_BY_DEGRADATION) == set(DEGRADATION_TYPES)
     assert [f.name for f in dataclasses.fields(LossWeights)] == [*TERMS, "by_degradation"]
+
+
+@pytest.mark.parametrize("prefix", ["", "net."], ids=["lpips_trunk", "whole_lpips"])
+def test_perceptual_loss_reads_lpips_state_dicts_too(random_alexnet_features, tmp_path, prefix):
+    path, state = random_alexnet_features
+    trunk = PerceptualLoss(path).lpips.net.state_dict()  # keys like slice3.6.weight
+    saved = tmp_path / "lpips.pth"
+    torch.save({prefix + key: value for key, value in trunk.items()}, saved)
+    reloaded = PerceptualLoss(saved).lpips.net.state_dict()
+    assert reloaded.keys() == trunk.keys()
+    for key in trunk:
+        torch.testing.assert_close(reloaded[key], trunk[key])
+    torch.testing.assert_close(reloaded["slice3.6.weight"], state["features.6.weight"])
