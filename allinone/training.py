@@ -45,6 +45,7 @@ class TrainConfig:
     data: str = str(DEFAULT_TRAIN_DATA)
     model: str | dict = "tiny"  # a name in FUSION_CNN_CONFIGS or a config dict
     init_from: str | None = None  # a model folder (save_pretrained) to fine-tune; its config is used
+    init_changes: dict[str, Any] = field(default_factory=dict)  # config fields that grow it, e.g. dehaze_prior
     crop: int = 128
     batch_size: int = 8
     steps: int = 3000
@@ -148,7 +149,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
     dataset = training_dataset(cfg, accelerator.num_processes)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers, collate_fn=_collate,
                         persistent_workers=False, drop_last=True)
-    model = FusionCNN.from_pretrained(cfg.init_from).train() if cfg.init_from else FusionCNN(cfg.model)
+    if cfg.init_changes and not cfg.init_from:
+        raise ValueError("init_changes grows the init_from model; set init_from too")
+    model = (FusionCNN.from_pretrained(cfg.init_from, **cfg.init_changes).train() if cfg.init_from
+             else FusionCNN(cfg.model))
     criterion = FusionLoss(LossWeights.from_dict(cfg.loss))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)

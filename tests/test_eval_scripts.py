@@ -228,3 +228,21 @@ def test_encode_prompts_lists_exactly_the_prompts_a_run_draws(tmp_path):
             dataset.set_epoch(epoch)
             drawn |= {dataset[i]["prompt"] for i in range(len(dataset))}
         assert encode_prompts.run_prompts(cfg, processes) == drawn - {""}
+
+
+def test_dehaze_prior_check_scores_every_way_of_restoring():
+    import dehaze_prior_check
+
+    generator = torch.Generator().manual_seed(0)
+    scene = torch.rand(1, 3, 64, 64, generator=generator) * 0.6
+    scene[:, 2] = 0.0  # the dark channel prior holds exactly
+    scene[..., :20, :] = 0.9  # a sky of airlight colour above the scene
+    transmission = torch.full((1, 1, 64, 64), 0.3)
+    transmission[..., :20, :] = 0.0
+    hazy = scene * transmission + 0.9 * (1 - transmission)
+    sample = eval_fusion.Sample("synthetic", "a", torch.rand(1, 1, 64, 64, generator=generator), hazy,
+                                torch.rand(1, 1, 64, 64), scene)
+    table = dehaze_prior_check.scores(FusionCNN("tiny").eval(), [sample])
+    assert list(table) == ["hazy VIS", "dark channel prior on the VIS", "ours (haze:3)",
+                           "ours (haze:3) fed the dehazed VIS"]
+    assert table["dark channel prior on the VIS"][0] > table["hazy VIS"][0] + 5  # PSNR_ref, dB

@@ -225,3 +225,21 @@ def test_gradients_reach_every_parameter():
     (model(ir, vi, condition) - target).abs().mean().backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_a_saved_model_grows_a_dehazing_prior_and_starts_almost_unchanged(tmp_path):
+    model = _model("tiny", perturb=0.02).eval()
+    model.save_pretrained(tmp_path)
+    grown = FusionCNN.from_pretrained(tmp_path, dehaze_prior=True)
+    assert grown.config.dehaze_prior and grown.num_parameters() == model.num_parameters() + 24 + 1
+    ir, vi = _rand(1, 1, 48, 64), _rand(1, 3, 48, 64, seed=1) * 0.3 + 0.6  # a pale, hazy-looking VIS
+    start = (grown(ir, vi) - model(ir, vi)).abs().max()
+    with torch.no_grad():
+        grown.dehaze_head.bias.fill_(10.0)  # take the dehazed VIS everywhere
+    full = (grown(ir, vi) - model(ir, vi)).abs().max()
+    assert full > 0.05 and start < 0.15 * full  # starts with sigmoid(DEHAZE_INIT_LOGIT) = 8% of the prior
+    grown.save_pretrained(tmp_path / "grown")
+    reloaded = FusionCNN.from_pretrained(tmp_path / "grown")
+    assert torch.equal(reloaded(ir, vi), grown(ir, vi))
+    with pytest.raises(ValueError, match="do not fit"):
+        FusionCNN.from_pretrained(tmp_path, embed_dim=16)  # a change that reshapes saved weights

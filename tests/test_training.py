@@ -112,3 +112,15 @@ def test_two_data_parallel_processes_train_like_one_with_their_joint_batch(data,
     for (name, a), b in zip(single.state_dict().items(), parallel.state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
     assert [int(r["step"]) for r in csv.DictReader((tmp_path / "ddp" / "loss_log.csv").open())] == [1, 2]
+
+
+def test_fine_tuning_can_grow_the_model(data, tmp_path):
+    FusionCNN("tiny").save_pretrained(tmp_path / "base")
+    cfg = _cfg(data, 1)
+    cfg.init_changes = {"dehaze_prior": True}
+    with pytest.raises(ValueError, match="init_from"):
+        train(cfg, tmp_path / "orphan", device="cpu")
+    cfg.init_from = str(tmp_path / "base")
+    tuned = train(cfg, tmp_path / "run", device="cpu")
+    assert tuned.config.dehaze_prior
+    assert FusionCNN.from_pretrained(tmp_path / "run" / "model").config.dehaze_prior

@@ -3,20 +3,23 @@
 Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) gray), floats in
 [0, 1]; output: fused RGB (B, 3, H, W) in [0, 1]. It works in YCbCr (kornia.color conventions):
 
+    VIS     = lerp(VIS, DCP(VIS), h)                         (only with ``dehaze_prior``)
     Y_vis   = luma of VIS
     Y_enh   = k * LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)     (Zero-DCE++ curve, as in LEFuse)
     Y       = w Y_enh + (1 - w) IR + H(w) / s + detail   (w = sigmoid(l + s (Y_enh - IR)): smooth max)
     C       = g * C_vis + offset                              (chroma C = (Cb, Cr) - 0.5, centred)
     RGB     = clamp(clamp(Y) + M C)                           (M: kornia's YCbCr -> RGB coefficients)
 
-The curve brightens dark regions (alpha > 0) or tames glare (alpha < 0); the luma gain k and the
-smooth part of ``detail`` form a local affine map that restores contrast under haze; w decides, per
-pixel, between the enhanced VIS and the IR; ``detail`` also removes noise, rain and blur. ``C_vis`` is
-the VIS chroma at half resolution (2x2 mean, as in 4:2:0); the chroma gain g pulls it toward neutral
-(noise, colour of a haze veil) or re-saturates it (haze, low light) and ``offset`` removes colour
-casts, so the degraded chroma is not copied. The maps alpha, k, w, g, offset are smooth: predicted at
-1/4 resolution and upsampled bilinearly; ``detail`` is predicted at 1/2 resolution, four sub-pixels per
-position, and pixel-shuffled to full resolution (as in FFDNet).
+``DCP`` is the dark-channel-prior dehazing (:mod:`allinone.models.dark_channel`), taken in by the
+predicted amount h in [0, 1] where the network sees haze. The curve brightens dark regions (alpha > 0)
+or tames glare (alpha < 0); the luma gain k and the smooth part of ``detail`` form a local affine map
+that restores contrast under haze; w decides, per pixel, between the enhanced VIS and the IR; ``detail``
+also removes noise, rain and blur. ``C_vis`` is the VIS chroma at half resolution (2x2 mean, as in
+4:2:0); the chroma gain g pulls it toward neutral (noise, colour of a haze veil) or re-saturates it
+(haze, low light) and ``offset`` removes colour casts, so the degraded chroma is not copied. The maps
+alpha, k, w, g, offset are smooth: predicted at 1/4 resolution and upsampled bilinearly (h too);
+``detail`` is predicted at 1/2 resolution, four sub-pixels per position, and pixel-shuffled to full
+resolution (as in FFDNet).
 
 A U-Net computes those maps. VIS and IR features meet at 1/2 resolution in a brightness-adaptive gate
 (after BA-Fusion): a per-pixel, per-channel gate computed from the VIS features and the local VIS
@@ -29,7 +32,8 @@ touch full resolution, the 1/2-resolution level is thin, the residual blocks are
 and operations are few, since on a CPU each one also costs a synchronisation of the threads. No
 operation pools globally, so a pixel depends only on its neighbourhood (the receptive field reaches
 about 100 pixels each way, most of the influence within 50) and tiled inference
-(:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. At initialisation the
+(:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. The one exception is
+the airlight colour of the dehazing prior, estimated per image (per tile under tiling). At initialisation the
 output is close to a smooth max-select of the IR and the VIS luma with the VIS chroma, so training
 starts from a sane baseline.
 """
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +51,7 @@ from torch import nn
 
 from allinone.baselines import NEUTRAL_CHROMA, is_gray
 from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder, SentenceEncoder
+from allinone.models.dark_channel import dark_channel_dehaze
 from degradations.labels import DEGRADATION_TYPES
 
 MODEL_TYPE = "allinone-fusion-cnn"
@@ -74,6 +79,10 @@ HEAD_INIT_STD = 1e-3
 # maximum: about 28 at init, so sources 0.1 apart are weighted 16 to 1 and the entropy term adds at
 # most ln 2 / s = 0.025 (a max-select prior the training can relax).
 SELECT_SCALE = 40.0
+# The dehazing blend starts at sigmoid(-2.5) = 0.08: near the plain VIS, so a model given the prior
+# begins close to the model it was fine-tuned from, yet where the sigmoid still passes gradient
+# (at -6 it passes 40 times less, and a fine-tune barely moved the blend off 0).
+DEHAZE_INIT_LOGIT = -2.5
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,8 @@ class FusionCNNConfig:
     max_gain: float = 4.0
     degradation_types: tuple[str, ...] = DEGRADATION_TYPES
     text_dim: int = TEXT_EMBED_DIM
+    # Blend the dark-channel-prior dehazing of the VIS into the VIS, by a predicted per-pixel amount.
+    dehaze_prior: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or len(self.depths) != len(self.widths):
@@ -350,6 +361,9 @@ class FusionCNN(nn.Module):
         self.smooth_head = nn.Conv2d(widths[1], 4 + 4, 1)
         # Luma detail from the decoded 1/2-resolution features: 4 sub-pixels per position.
         self.detail_head = nn.Conv2d(widths[0], 4, 1)
+        # How much of the dark-channel dehazing to take, per pixel (a separate head, so weights of a
+        # model without it load unchanged and the model starts from what it was).
+        self.dehaze_head = nn.Conv2d(widths[1], 1, 1) if config.dehaze_prior else None
         self.register_buffer("rgb_to_luma", torch.tensor(RGB_TO_LUMA).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_to_chroma", torch.tensor(RGB_TO_CHROMA), persistent=False)
         self.register_buffer("chroma_to_rgb", torch.tensor(CHROMA_TO_RGB), persistent=False)
@@ -369,9 +383,12 @@ class FusionCNN(nn.Module):
             elif isinstance(module, BrightnessAdaptiveGate):
                 nn.init.normal_(module.shift.weight, std=0.02)
                 nn.init.zeros_(module.shift.bias)
-        for head in (self.smooth_head, self.detail_head):
-            nn.init.normal_(head.weight, std=HEAD_INIT_STD)
-            nn.init.zeros_(head.bias)
+        for head in (self.smooth_head, self.detail_head, self.dehaze_head):
+            if head is not None:
+                nn.init.normal_(head.weight, std=HEAD_INIT_STD)
+                nn.init.zeros_(head.bias)
+        if self.dehaze_head is not None:
+            nn.init.constant_(self.dehaze_head.bias, DEHAZE_INIT_LOGIT)
         self.embedder.initialize_weights()
 
     @property
@@ -410,7 +427,8 @@ class FusionCNN(nn.Module):
             skips.append(x)
         for level in reversed(range(len(self.decoder))):
             if level == 0:
-                smooth = self.smooth_head(x)  # x holds the decoded 1/4-resolution features here
+                x_quarter = x  # the decoded 1/4-resolution features
+                smooth = self.smooth_head(x_quarter)
             x = self.decoder[level](self.upsamples[level](x) + skips[level], embedding)
 
         # Luma: a smooth maximum of the IR and the curve-enhanced, gained VIS, plus detail. The smooth
@@ -418,6 +436,12 @@ class FusionCNN(nn.Module):
         # sharpness * (enhanced - IR) inside smooth_select keeps, pixel by pixel, the brighter one: a
         # smooth weight alone averages the two sources at every edge and so flattens the stronger
         # one's gradients.
+        if self.dehaze_head is not None:
+            with torch.no_grad():  # the prior has no parameters; the gradient reaches the blend weight
+                dehazed, _ = dark_channel_dehaze(vis_rgb)
+            amount = resample(torch.sigmoid(self.dehaze_head(x_quarter)), 4.0)
+            vis_rgb = torch.lerp(vis_rgb, dehazed, amount)
+            vis_luma = F.conv2d(vis_rgb, self.rgb_to_luma)
         alpha = torch.tanh(smooth[:, :1])
         luma_gain = bounded_gain(smooth[:, 1:2], self.config.max_gain)
         sharpness = SELECT_SCALE * F.softplus(smooth[:, 3:4])
@@ -452,9 +476,15 @@ class FusionCNN(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path, device: str | torch.device = "cpu", text_encoder: SentenceEncoder | None = None
+        cls, folder: str | Path, device: str | torch.device = "cpu", text_encoder: SentenceEncoder | None = None,
+        **config_changes,
     ) -> "FusionCNN":
-        """Rebuild a model written by :meth:`save_pretrained`, in eval mode. MiniLM comes from its package."""
+        """Rebuild a model written by :meth:`save_pretrained`, in eval mode. MiniLM comes from its package.
+
+        ``config_changes`` (e.g. ``dehaze_prior=True``) grow the saved model into a larger one to fine-tune:
+        the saved weights load, the parts the change adds keep their initialisation (which leaves the
+        output almost unchanged). A change that reshapes saved weights raises.
+        """
         folder = Path(folder)
         document = json.loads((folder / CONFIG_NAME).read_text())
         model_type, version = document.pop("model_type", None), document.pop("format_version", None)
@@ -462,6 +492,15 @@ class FusionCNN(nn.Module):
             raise ValueError(f"{folder} holds a {model_type!r} model, expected {MODEL_TYPE!r}")
         if version != FORMAT_VERSION:
             raise ValueError(f"{folder} has format version {version}, this code reads {FORMAT_VERSION}")
-        model = cls(FusionCNNConfig.from_dict(document), text_encoder=text_encoder)
-        model.load_state_dict(load_file(folder / WEIGHTS_NAME, device=str(device)), strict=True)
+        config = FusionCNNConfig.from_dict(document)
+        if config_changes:
+            config = replace(config, **config_changes)
+        model = cls(config, text_encoder=text_encoder)
+        try:
+            missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_NAME, device=str(device)),
+                                                        strict=False)
+        except RuntimeError as exc:  # shapes differ: the config (or a change) does not fit the weights
+            raise ValueError(f"{folder}: weights do not fit the config: {exc}") from exc
+        if unexpected or (missing and not config_changes):
+            raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
         return model.to(device).eval()

@@ -1,0 +1,66 @@
+"""The dark channel prior (He, Sun & Tang, CVPR 2009): a parameter-free dehazing of RGB images.
+
+Haze follows the atmospheric scattering model ``I = J t + A (1 - t)``: the scene radiance J attenuated by
+the transmission t, plus airlight A. In haze-free outdoor patches some pixel is dark in some channel,
+so the minimum over the channels and a patch (the dark channel) of ``I / A`` estimates ``1 - t``.
+FusionCNN blends this estimate of J into its VIS input where it predicts haze (``dehaze_prior``): a
+small CNN cannot learn to divide by a transmission that falls to 0.1 in dense fog, but the prior can.
+
+All functions take ``(B, 3, H, W)`` RGB in [0, 1] and are local (patch minima, box means) except the
+airlight, which is one colour per image; under tiled inference each tile estimates its own.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_odd(size: int) -> int:
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"window size must be a positive odd number, got {size}")
+    return size // 2
+
+
+def patch_min(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Minimum over ``patch`` x ``patch`` windows (odd ``patch``, same size out, edges replicated), per
+    channel. Separable (rows, then columns): 2 * patch comparisons per pixel instead of patch**2."""
+    pad = _check_odd(patch)
+    x = -F.max_pool2d(F.pad(-x, (pad, pad, 0, 0), mode="replicate"), (1, patch), stride=1)
+    return -F.max_pool2d(F.pad(-x, (0, 0, pad, pad), mode="replicate"), (patch, 1), stride=1)
+
+
+def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over ``size`` x ``size`` windows (odd ``size``, same size out, edges replicated), separable."""
+    pad = _check_odd(size)
+    x = F.avg_pool2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), (1, size), stride=1)
+    return F.avg_pool2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), (size, 1), stride=1)
+
+
+def dark_channel(rgb: torch.Tensor, patch: int = 15) -> torch.Tensor:
+    """The dark channel (B, 1, H, W): minimum over the colour channels and a patch."""
+    return patch_min(rgb.amin(dim=1, keepdim=True), patch)
+
+
+def estimate_airlight(rgb: torch.Tensor, dark: torch.Tensor, fraction: float = 0.001) -> torch.Tensor:
+    """Airlight (B, 3, 1, 1): the mean colour of the ``fraction`` of pixels with the brightest dark channel
+    (the haziest, most distant ones), at least 1 pixel."""
+    count = max(1, int(fraction * dark[0].numel()))
+    index = dark.flatten(1).topk(count, dim=1).indices  # (B, count)
+    colours = rgb.flatten(2).gather(2, index[:, None, :].expand(-1, rgb.shape[1], -1))
+    return colours.mean(dim=2)[..., None, None]
+
+
+def dark_channel_dehaze(rgb: torch.Tensor, *, patch: int = 15, omega: float = 0.95, min_transmission: float = 0.1,
+                        refine: int = 31) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dehaze ``rgb`` (B, 3, H, W) in [0, 1]; returns (radiance J in [0, 1], transmission t (B, 1, H, W)).
+
+    ``t = 1 - omega * dark_channel(I / A)``, smoothed by a ``refine``-pixel box mean (instead of the
+    paper's soft matting, which costs far more), floored at ``min_transmission``; ``omega < 1`` keeps a
+    trace of haze for depth perception, as in the paper. ``J = (I - A) / t + A``. A gray image (equal
+    channels) stays gray.
+    """
+    airlight = estimate_airlight(rgb, dark_channel(rgb, patch)).clamp_min(1e-3)
+    transmission = 1.0 - omega * dark_channel(rgb / airlight, patch)
+    transmission = box_mean(transmission, refine).clamp_min(min_transmission)
+    radiance = (rgb - airlight) / transmission + airlight
+    return radiance.clamp(0.0, 1.0), transmission
