@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from allinone.loss_config import TERMS, LossWeights
-from allinone.lpips_backbone import LPIPS_BACKBONE_ENV, load_lpips, resolve_lpips_backbone  # noqa: F401
+from allinone.lpips_backbone import load_lpips, resolve_lpips_backbone
 
 logger = logging.getLogger(__name__)
-
 
 
 def _reduce(per_image: torch.Tensor, reduction: str) -> torch.Tensor:

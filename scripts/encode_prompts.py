@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     prompts: set[str] = set()
     for path in args.config:
         prompts |= run_prompts(TrainConfig.from_file(path), args.processes)
-    encoder = TextEncoder(cache_dir=args.cache)
-    todo = sorted(p for p in prompts if not encoder._disk_path(p).exists())
-    print(f"{len(prompts)} distinct prompts, {len(todo)} to encode into {args.cache}")
-    for start in tqdm(range(0, len(todo), args.chunk), desc="encoding", unit="chunk"):
-        encoder.encode(todo[start:start + args.chunk])
+    # TextEncoder reads the prompts already cached in the folder and encodes (and saves) only the others.
+    encoder, ordered = TextEncoder(cache_dir=args.cache), sorted(prompts)
+    print(f"{len(ordered)} distinct prompts, cached in {args.cache}")
+    for start in tqdm(range(0, len(ordered), args.chunk), desc="encoding", unit="chunk"):
+        encoder.encode(ordered[start:start + args.chunk])
     return 0
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from allinone import losses
 from allinone.loss_config import TERMS, WEIGHTS_BY_DEGRADATION, LossWeights
+from allinone.lpips_backbone import LPIPS_BACKBONE_ENV
 from allinone.losses import (
     FusionLoss,
     PerceptualLoss,
@@ -270,8 +271,8 @@ def test_gradcheck_smooth_terms(term):
 
 
 def test_perceptual_loss_without_weights_raises_clear_error(monkeypatch, tmp_path, caplog):
-    monkeypatch.delenv(losses.LPIPS_BACKBONE_ENV, raising=False)
-    with pytest.raises(FileNotFoundError, match=losses.LPIPS_BACKBONE_ENV):
+    monkeypatch.delenv(LPIPS_BACKBONE_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match=LPIPS_BACKBONE_ENV):
         PerceptualLoss()
     missing = tmp_path / "alexnet.pth"
     with pytest.raises(FileNotFoundError, match="alexnet.pth"):
@@ -297,7 +298,7 @@ def random_alexnet_features(tmp_path_factory) -> tuple[Path, dict[str, torch.Ten
 
 def test_perceptual_loss_loads_local_backbone(random_alexnet_features, monkeypatch):
     path, state = random_alexnet_features
-    monkeypatch.setenv(losses.LPIPS_BACKBONE_ENV, str(path))
+    monkeypatch.setenv(LPIPS_BACKBONE_ENV, str(path))
     perceptual = build_perceptual_loss()
     assert isinstance(perceptual, PerceptualLoss)
     torch.testing.assert_close(perceptual.lpips.net.state_dict()["slice3.6.weight"], state["features.6.weight"])
