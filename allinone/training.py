@@ -56,7 +56,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     workers: int = 2
-    recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
+    recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))  # drawn uniformly: repeat one to weight it
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     clean_fraction: float = 0.15
     # Condition dropout: a sample loses its whole condition with this probability (it then gets the

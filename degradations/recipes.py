@@ -7,7 +7,7 @@ same steps and reproduces the bytes.
 
 Physics per modality (why IR and VIS get different steps):
 - night: only VIS loses light; a thermal camera sees emitted radiation and is unaffected.
-- haze: both, through the same depth map, IR with a much smaller extinction (haze.IR_EXTINCTION_RATIO).
+- haze: both, through the same depth map, IR with a smaller extinction (the ratio grows from haze to fog).
 - rain: the same drops streak both images, far fainter in LWIR.
 - blur: motion blur comes from the shared platform, so both get the same kernel; defocus is per camera.
 - lowres, jpeg, low_contrast, noise: each sensor separately (noise: shot + read noise on VIS, read
@@ -131,9 +131,11 @@ def _plan_overexposure(level: int, rng: random.Random) -> list[Step]:
 
 def _plan_haze(level: int, rng: random.Random) -> list[Step]:
     beta = sample(rng, "haze", "beta", level)
+    near = sample(rng, "haze", "near", level)  # one scene, one geometry: shared by both modalities
+    ir_ratio = sample(rng, "haze", "ir_ratio", level)
     return [
-        Step("haze", "vi", {"beta": beta, "airlight": sample_shared(rng, "haze_airlight_vi")}),
-        Step("haze", "ir", {"beta": beta * haze.IR_EXTINCTION_RATIO,
+        Step("haze", "vi", {"beta": beta, "near": near, "airlight": sample_shared(rng, "haze_airlight_vi")}),
+        Step("haze", "ir", {"beta": beta * ir_ratio, "near": near,
                             "airlight": sample_shared(rng, "haze_airlight_ir")}),
     ]
 

@@ -25,10 +25,16 @@ LEVELS: dict[str, dict[str, list[Range]]] = {
     "overexposure": {
         "gain": [(1.3, 1.6), (1.6, 2.0), (2.0, 2.6), (2.6, 3.4), (3.4, 4.5)],
     },
-    # Haze (haze.haze): extinction coefficient for VIS over a normalised depth range of 1; the IR
-    # coefficient is this times haze.IR_EXTINCTION_RATIO. exp(-beta) is the far-field transmission.
+    # Haze (haze.haze): VIS extinction coefficient per farthest distance (exp(-beta) is the far-field
+    # transmission); distance of the nearest scene point as a fraction of the farthest (0 leaves the
+    # foreground clear, larger values veil the whole frame as fog does); IR extinction relative to VIS
+    # (the particles grow from haze to fog, see degradations/haze.py). Level 5 is calibrated to the real
+    # AWFusion fog pairs of ../shared/data/eval: median VIS transmission 0.21 against their 0.22; the IR keeps
+    # 0.70 of its contrast against their 0.51 (scripts/dehaze_prior_check.py, second table).
     "haze": {
         "beta": [(0.3, 0.6), (0.6, 1.0), (1.0, 1.5), (1.5, 2.2), (2.2, 3.0)],
+        "near": [(0.0, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 0.35), (0.35, 0.55)],
+        "ir_ratio": [(0.03, 0.06), (0.05, 0.08), (0.07, 0.12), (0.15, 0.3), (0.3, 0.5)],
     },
     # Rain (rain.rain_streaks): drop density per pixel, streak length in px, streak opacity.
     "rain": {
@@ -69,7 +75,7 @@ LEVELS: dict[str, dict[str, list[Range]]] = {
 
 # Level-independent ranges.
 SHARED: dict[str, Range] = {
-    "haze_airlight_vi": (0.75, 0.95),  # bright grey-white veil of scattered daylight
+    "haze_airlight_vi": (0.8, 1.0),  # bright grey-white veil of scattered daylight (real fog saturates)
     "haze_airlight_ir": (0.45, 0.65),  # thermal path radiance ~ a mid-grey (air near scene temperature)
     "rain_angle": (70.0, 110.0),  # degrees; 90 is vertical rain, wind tilts it
     "rain_ir_opacity": (0.2, 0.35),  # streaks are much fainter in LWIR than in VIS

@@ -20,7 +20,7 @@ b. synthetic (``synthetic_pairs.csv``, ``synthetic_summary.csv``): every clean p
    degraded pair. PASS/FAIL per recipe and metric: conditioned > unconditioned, both > every baseline.
 c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): the AWFusion haze and rain
    pairs scored against their clean gt_ir/gt_vi references, plus PSNR_ref/SSIM_ref of the output's
-   luma against the clean VIS; ours conditioned on haze:3 or rain:3, unconditioned, and the baselines.
+   luma against the clean VIS; ours conditioned on haze:5 or rain:3, unconditioned, and the baselines.
 
 --sections runs a subset of the three (default all of them; each writes only its own CSV files).
 ``checks.csv`` collects every PASS/FAIL line of the sections run. Every method's output and every source go through the same
@@ -72,8 +72,9 @@ DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "da
 CLEAN_SUBSETS = ("msrs_test", "roadscene", "tno", "llvip", "m3fd")
 NIGHT_SUBSET = "msrs_test"  # MSRS marks its night pairs with a trailing N in the name
 SYNTHETIC_RECIPES = ("night", "haze", "noise", "blur", "lowres", "mixed")
-# Real degraded subsets and the degradation each one shows, as the model's condition.
-REAL_DEGRADED = {"degraded_awfusion_haze": {"haze": 3}, "degraded_awfusion_rain": {"rain": 3}}
+# Real degraded subsets and the condition a user would give each: haze:5 is the level whose ranges were
+# calibrated to the AWFusion fog (degradations/severity.py); the rain is not calibrated: the middle level.
+REAL_DEGRADED = {"degraded_awfusion_haze": {"haze": 5}, "degraded_awfusion_rain": {"rain": 3}}
 SECTIONS = ("clean", "synthetic", "real")
 
 DEGRADED_METRICS = ("VIF", "Qabf", "SSIM", "MI")

@@ -36,7 +36,7 @@ from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
 NIGHT_SUBSET, NIGHT_PAIR, NIGHT_RECIPE, NIGHT_LEVEL = "msrs_test", "00055D", "night", 4
-HAZE_SUBSET, HAZE_PAIR, HAZE_LEVELS = "degraded_awfusion_haze", "haze_1", {"haze": 3}
+HAZE_SUBSET, HAZE_PAIR, HAZE_LEVELS = "degraded_awfusion_haze", "haze_1", {"haze": 5}  # level 5: calibrated to this fog
 LABEL_HEIGHT_FRACTION = 0.08  # label strip height relative to the tile width
 GAP = 4  # pixels between tiles
 BACKGROUND, TEXT_COLOUR = (255, 255, 255), (0, 0, 0)

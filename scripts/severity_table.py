@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 
-from degradations import haze, recipes
+from degradations import recipes
 from degradations.recipes import OPS, PHYSICAL_ORDER, RECIPES
 from degradations.severity import LEVELS, SHARED
 
@@ -27,8 +27,6 @@ def main() -> None:
     print(f"\nComposites are applied in physical order: {' → '.join(PHYSICAL_ORDER)}.\n")
     print("## Physics per modality\n")
     print(inspect.getdoc(recipes).split("Physics per modality (why IR and VIS get different steps):")[1].strip() + "\n")
-    print("## IR haze extinction\n")
-    print(f"`IR_EXTINCTION_RATIO = {haze.IR_EXTINCTION_RATIO}`: see the comment in `degradations/haze.py`.\n")
     print("## Severity levels\n")
     print("Each parameter is drawn uniformly in the range of its level.\n")
     for deg, params in LEVELS.items():

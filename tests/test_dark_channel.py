@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from allinone.models.dark_channel import (box_mean, dark_channel, dark_channel_dehaze, estimate_airlight,
-                                          patch_min)
+from allinone.models.dark_channel import (block_min, box_mean, dark_channel, dark_channel_dehaze,
+                                          estimate_airlight, patch_min)
 
 
 def _windows(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -21,6 +21,15 @@ def test_patch_min_and_box_mean_match_brute_force():
     torch.testing.assert_close(box_mean(x, 7), _windows(x, 7).mean(-1))
     assert dark_channel(x, 5).shape == (2, 1, 19, 23)
     torch.testing.assert_close(dark_channel(x, 5), _windows(x.amin(1, keepdim=True), 5).amin(-1))
+
+
+def test_block_min_matches_brute_force_including_cut_blocks():
+    x = torch.rand(2, 3, 10, 13, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    out = block_min(x, 4)
+    assert out.shape == (2, 3, 3, 4)
+    for i in range(3):
+        for j in range(4):
+            torch.testing.assert_close(out[..., i, j], x[..., 4 * i:4 * i + 4, 4 * j:4 * j + 4].amin(dim=(-2, -1)))
 
 
 def test_airlight_is_the_colour_of_the_haziest_pixels():
@@ -42,6 +51,26 @@ def test_dehazing_inverts_the_scattering_model_where_the_prior_holds():
     # Far from the sky edge (patch and refinement windows inside the uniform region) the inversion is exact.
     torch.testing.assert_close(estimate[..., 45:, :], transmission[..., 45:, :])
     torch.testing.assert_close(restored[..., 45:, :], scene[..., 45:, :])
+
+
+def test_a_coarse_grid_estimate_inverts_a_smooth_haze_too():
+    """Stride 4 (what FusionCNN uses): the same exact inversion away from the sky edge, and an output close to
+    the full-resolution estimate everywhere."""
+    generator = torch.Generator().manual_seed(4)
+    scene = torch.rand(1, 3, 128, 128, generator=generator, dtype=torch.float64) * 0.8
+    scene[:, 0] = 0.0
+    airlight = torch.tensor([0.9, 0.85, 0.8], dtype=torch.float64).view(1, 3, 1, 1)
+    transmission = torch.full((1, 1, 128, 128), 0.4, dtype=torch.float64)
+    transmission[..., :32, :] = 0.0
+    hazy = scene * transmission + airlight * (1 - transmission)
+    fine, _ = dark_channel_dehaze(hazy, omega=1.0, min_transmission=0.05)
+    coarse, estimate = dark_channel_dehaze(hazy, omega=1.0, min_transmission=0.05, stride=4)
+    assert estimate.shape == transmission.shape
+    torch.testing.assert_close(estimate[..., 72:, :], transmission[..., 72:, :])
+    torch.testing.assert_close(coarse[..., 72:, :], scene[..., 72:, :])
+    assert (coarse - fine).abs().mean() < 0.02
+    with pytest.raises(ValueError, match="stride"):
+        dark_channel_dehaze(hazy, stride=0)
 
 
 def test_gray_stays_gray():

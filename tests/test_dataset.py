@@ -57,3 +57,11 @@ def test_from_root_finds_every_pair_folder(tmp_path):
     make_pair_folders(tmp_path / "y", names=("a",))
     ds = TripletDataset.from_root(tmp_path, crop=16)
     assert sorted(p.name for p in ds.pairs) == ["x/a", "x/b", "y/a"]
+
+
+def test_a_repeated_recipe_is_drawn_in_proportion(tmp_path):
+    ds = _dataset(tmp_path, clean_fraction=0.0, recipes=["noise", "noise", "noise", "blur"])
+    ds.samples_per_epoch = 400
+    drawn = [ds._draw(i)[2] for i in range(400)]
+    assert set(drawn) == {"noise", "blur"}
+    assert 0.65 < drawn.count("noise") / 400 < 0.85

@@ -242,7 +242,9 @@ def test_dehaze_prior_check_scores_every_way_of_restoring():
     hazy = scene * transmission + 0.9 * (1 - transmission)
     sample = eval_fusion.Sample("synthetic", "a", torch.rand(1, 1, 64, 64, generator=generator), hazy,
                                 torch.rand(1, 1, 64, 64), scene)
-    table = dehaze_prior_check.scores(FusionCNN("tiny").eval(), [sample])
-    assert list(table) == ["hazy VIS", "dark channel prior on the VIS", "ours (haze:3)",
-                           "ours (haze:3) fed the dehazed VIS"]
+    table = dehaze_prior_check.scores(FusionCNN("tiny").eval(), [sample], level=4)
+    assert list(table) == ["hazy VIS", "dark channel prior on the VIS", "ours (unconditioned)", "ours (haze:4)",
+                           "ours (haze:4) fed the dehazed VIS"]
     assert table["dark channel prior on the VIS"][0] > table["hazy VIS"][0] + 5  # PSNR_ref, dB
+    transmission, ir_contrast = dehaze_prior_check.haze_density(sample)
+    assert transmission == pytest.approx(0.3, abs=0.01)  # the scene's transmission below the sky

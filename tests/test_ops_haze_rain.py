@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from degradations.haze import IR_EXTINCTION_RATIO, haze, transmission
+from degradations.haze import haze, transmission
 from degradations.rain import add_rain_layer, rain_layer, rain_streaks
 
 
@@ -30,6 +30,19 @@ def test_transmission_falls_monotonically_with_depth():
     assert (transmission(depth, 3.0) <= t).all()
 
 
+def test_near_veils_the_foreground_and_keeps_the_far_end():
+    depth = torch.linspace(0, 1, 50).reshape(1, 1, 1, 50)
+    t = transmission(depth, 2.0, near=0.4)
+    assert t[..., 0].item() == pytest.approx(torch.exp(torch.tensor(-0.8)).item())
+    assert t[..., -1].item() == pytest.approx(torch.exp(torch.tensor(-2.0)).item())
+    assert (t.diff(dim=-1) < 0).all() and (t <= transmission(depth, 2.0)).all()
+    x = torch.rand(1, 3, 24, 32, generator=_gen(6))
+    foggy = haze(x, _depth(1), 2.0, 0.9, near=0.4)
+    assert (foggy[:, :, -1] - x[:, :, -1]).abs().mean() > 0.1  # depth 0 row: veiled, unlike near=0
+    with pytest.raises(ValueError, match="near"):
+        transmission(depth, 2.0, near=1.5)
+
+
 def test_haze_tends_to_airlight_and_keeps_near_pixels():
     x = torch.rand(2, 3, 24, 32, generator=_gen(1))
     airlight = torch.tensor([0.7, 0.8, 0.9]).reshape(1, 3, 1, 1).expand(2, 3, 1, 1)
@@ -42,11 +55,10 @@ def test_haze_tends_to_airlight_and_keeps_near_pixels():
     assert row_std[0] < 0.5 * row_std[-1]
 
 
-def test_ir_haze_is_weaker_than_visible_haze():
-    assert 0.01 <= IR_EXTINCTION_RATIO <= 1
+def test_smaller_extinction_gives_weaker_haze():
     x = torch.rand(1, 1, 24, 32, generator=_gen(2))
     vis = haze(x, _depth(1), 2.0, 0.9)
-    ir = haze(x, _depth(1), 2.0 * IR_EXTINCTION_RATIO, 0.9)
+    ir = haze(x, _depth(1), 2.0 * 0.1, 0.9)
     assert (ir - x).abs().mean() < 0.2 * (vis - x).abs().mean()
 
 

