@@ -8,6 +8,7 @@ converting the result::
     pipe = FusionPipeline.from_pretrained()            # the shipped checkpoint, on the CPU
     fused = pipe("ir.png", "vi.png", degradation="haze:3", prompt="thick fog at dusk")
     fused.save("fused.png")
+    pipe("ir.png", "vi.png", degradation="auto")      # levels estimated from the pair (blind estimator)
 
 Frames up to ``WHOLE_FRAME_MAX_PIXELS`` go through the network whole; larger ones in overlapping
 ``DEFAULT_TILE`` tiles (:func:`allinone.tiling.tiled_apply`), so memory stays bounded whatever the
@@ -24,14 +25,18 @@ import torch
 from PIL import Image
 
 from allinone.conditioning import Condition, SentenceEncoder
-from allinone.models.fusion_cnn import CONFIG_NAME, RGB_TO_LUMA, WEIGHTS_NAME, FusionCNN
+from allinone.models.degradation_estimator import DegradationEstimator
+from allinone.models.fusion_cnn import RGB_TO_LUMA, FusionCNN
+from allinone.models.serialization import CONFIG_NAME, WEIGHTS_NAME
 from allinone.tiling import tiled_apply
 from degradations.io import read_ir, read_vis, to_uint8, unit_range
-from degradations.labels import label_vector, parse_degradation_spec
+from degradations.labels import label_vector, levels_from_vector, parse_degradation_spec
 from degradations.pairs import align_pair
 
 # The shipped weights: <repo>/checkpoints/fusion_cnn, next to the package (an editable install keeps them there).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fusion_cnn"
+DEFAULT_ESTIMATOR = DEFAULT_CHECKPOINT.parent / "degradation_estimator"
+AUTO = "auto"  # the degradation "value" that asks the blind estimator for the levels
 WHOLE_FRAME_MAX_PIXELS = 1024 * 1024
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
@@ -138,11 +143,33 @@ class FusionPipeline:
     Args:
         model: the fusion network; it is put in eval mode and used on its own device.
         checkpoint: the folder it was loaded from, for reports (None for an in-memory model).
+        estimator: the blind degradation estimator behind ``degradation="auto"``; None loads the one saved in
+            ``estimator_path`` when first needed.
     """
 
-    def __init__(self, model: FusionCNN, checkpoint: str | os.PathLike | None = None) -> None:
+    def __init__(self, model: FusionCNN, checkpoint: str | os.PathLike | None = None,
+                 estimator: DegradationEstimator | None = None,
+                 estimator_path: str | os.PathLike = DEFAULT_ESTIMATOR) -> None:
         self.model = model.eval()
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self._estimator = estimator
+        self.estimator_path = Path(estimator_path)
+
+    @property
+    def estimator(self) -> DegradationEstimator:
+        if self._estimator is None:
+            if not (self.estimator_path / CONFIG_NAME).is_file():
+                raise FileNotFoundError(f"degradation=\"auto\" needs the degradation estimator, not found in "
+                                        f"{self.estimator_path} (train one with scripts/train_estimator.py)")
+            self._estimator = DegradationEstimator.from_pretrained(self.estimator_path, device=self.device)
+        return self._estimator
+
+    @torch.inference_mode()
+    def estimate_degradation(self, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, int]:
+        """Levels of the degradations the blind estimator sees in one pair: ``ir`` (1, 1, H, W) and ``vi``
+        (1, 3 or 1, H, W) in [0, 1]; ``{}`` when it sees none."""
+        labels = self.estimator.estimate(ir.to(self.device, torch.float32), vi.to(self.device, torch.float32))
+        return levels_from_vector(labels[0].cpu())
 
     @classmethod
     def from_pretrained(
@@ -150,17 +177,20 @@ class FusionPipeline:
         path: str | os.PathLike = DEFAULT_CHECKPOINT,
         device: str | torch.device = "cpu",
         text_encoder: SentenceEncoder | None = None,
+        estimator_path: str | os.PathLike = DEFAULT_ESTIMATOR,
     ) -> "FusionPipeline":
         """Load the FusionCNN saved in ``path`` (``config.json`` + ``model.safetensors``) onto ``device``.
 
-        ``text_encoder`` replaces the lazily loaded MiniLM used for prompts (tests pass a fake).
+        ``text_encoder`` replaces the lazily loaded MiniLM used for prompts (tests pass a fake);
+        ``estimator_path`` is where ``degradation="auto"`` finds the blind estimator.
         """
         path = Path(path)
         if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(
                 f"no FusionCNN checkpoint in {path}: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
                 "(written by FusionCNN.save_pretrained)")
-        return cls(FusionCNN.from_pretrained(path, device=device, text_encoder=text_encoder), checkpoint=path)
+        return cls(FusionCNN.from_pretrained(path, device=device, text_encoder=text_encoder), checkpoint=path,
+                   estimator_path=estimator_path)
 
     @property
     def device(self) -> torch.device:
@@ -227,8 +257,9 @@ class FusionPipeline:
             ir, vi: file paths, PIL images, numpy arrays ((H, W) or (H, W, 3), integer or float in
                 [0, 1]) or tensors ((H, W), (C, H, W) or (1, C, H, W)); see :func:`image_to_tensor`.
             prompt: free-text description of the degradations, e.g. "dense fog, dark night".
-            degradation: degradation levels 1..5, ``{"haze": 3}`` or ``"haze:3"``. With neither
-                prompt nor degradation the fusion is unconditioned.
+            degradation: degradation levels 1..5, ``{"haze": 3}`` or ``"haze:3"``, or ``"auto"``: the levels
+                :meth:`estimate_degradation` sees. With neither prompt nor degradation the fusion is
+                unconditioned.
             tile, overlap: see :meth:`fuse_tensors`.
             align: IR/VIS size mismatch: "error" (ValueError) or "resize" (IR resized to the VIS size).
         """
@@ -236,5 +267,7 @@ class FusionPipeline:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         ir_tensor, vi_tensor = image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi")
         ir_tensor = align_pair(ir_tensor, vi_tensor, align, _describe(ir), _describe(vi))
+        if degradation == AUTO:
+            degradation = self.estimate_degradation(ir_tensor, vi_tensor)
         fused = self.fuse_tensors(ir_tensor, vi_tensor, make_condition(prompt, degradation), tile, overlap)
         return Image.fromarray(to_uint8(fused.cpu()))

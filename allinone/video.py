@@ -88,6 +88,13 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         yield from reader
 
 
+def first_frame(path: str | os.PathLike) -> np.ndarray:
+    """The first decodable frame of a video, (H, W, 3) uint8 RGB."""
+    for frame in iter_frames(path):
+        return frame
+    raise VideoReadError(f"{path} holds no decodable frame")
+
+
 @dataclass
 class FrameAccounting:
     """What timestamp pairing did: frames read from each stream, fused, repeated or left unused.

@@ -39,6 +39,15 @@ def label_vector(levels: Mapping[str, int]) -> torch.Tensor:
     return vec
 
 
+def levels_from_vector(vector: torch.Tensor) -> dict[str, int]:
+    """The inverse of :func:`label_vector` for an estimated vector (L,): each entry rounded to the nearest
+    level, the degradations at level 0 left out (so a clean estimate is ``{}``)."""
+    if vector.shape != (len(DEGRADATION_TYPES),):
+        raise ValueError(f"expected a vector of {len(DEGRADATION_TYPES)} entries, got shape {tuple(vector.shape)}")
+    levels = (vector.clamp(0.0, 1.0) * MAX_LEVEL).round().int().tolist()
+    return {name: level for name, level in zip(DEGRADATION_TYPES, levels) if level > 0}
+
+
 def parse_degradation_spec(spec: str) -> dict[str, int]:
     """Parse the CLI form ``"haze:3,lowlight:2"`` into ``{"haze": 3, "lowlight": 2}``."""
     levels: dict[str, int] = {}

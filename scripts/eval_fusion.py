@@ -3,7 +3,8 @@
 Usage:
     python scripts/eval_fusion.py --checkpoint checkpoints/fusion_cnn [--data ../shared/data/eval]
         [--out docs/results] [--pairs-per-subset N] [--levels 3] [--seed 0] [--max-side 1024]
-        [--threads 2] [--workers 2] [--niqe] [--quick] [--strict] [--sections clean synthetic real]
+        [--threads 2] [--workers 2] [--estimator DIR] [--niqe] [--quick] [--strict]
+        [--sections clean synthetic real]
 
 Three evaluations, each printed as markdown tables and written as CSV files to --out:
 
@@ -18,6 +19,8 @@ b. synthetic (``synthetic_pairs.csv``, ``synthetic_summary.csv``): every clean p
    ``DepthEstimator.load(None)``). VIF, Qabf, SSIM and MI of each output against the CLEAN sources;
    ours conditioned on the true degradation labels, ours unconditioned, and the baselines fed the
    degraded pair. PASS/FAIL per recipe and metric: conditioned > unconditioned, both > every baseline.
+   With the blind degradation estimator (--estimator, default checkpoints/degradation_estimator) a row
+   ``ours_auto`` is ours told the levels the estimator sees (in b and c; not part of the checks).
 c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): the AWFusion haze and rain
    pairs scored against their clean gt_ir/gt_vi references, plus PSNR_ref/SSIM_ref of the output's
    luma against the clean VIS; ours conditioned on haze:5 or rain:3, unconditioned, and the baselines.
@@ -59,10 +62,11 @@ import torch.nn.functional as F  # noqa: E402
 from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion  # noqa: E402
 from allinone.conditioning import Condition  # noqa: E402
 from allinone.metrics import METRIC_NAMES, evaluate_fusion, niqe  # noqa: E402
+from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
 from degradations.io import to_uint8, write_bytes_atomic  # noqa: E402
-from degradations.labels import label_vector  # noqa: E402
+from degradations.labels import label_vector, levels_from_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
 from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
 
@@ -92,7 +96,8 @@ BASELINES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "max": max_fusion,
     "laplacian": laplacian_pyramid_fusion,
 }
-OURS, OURS_CONDITIONED, OURS_UNCONDITIONED = "ours", "ours_cond", "ours_uncond"
+OURS, OURS_CONDITIONED, OURS_UNCONDITIONED, OURS_AUTO = "ours", "ours_cond", "ours_uncond", "ours_auto"
+DEFAULT_ESTIMATOR = REPO / "checkpoints" / "degradation_estimator"
 
 
 @dataclass
@@ -213,6 +218,15 @@ class Scorer:
 def labels_condition(levels: Mapping[str, int]) -> Condition:
     """The model condition for one pair with known degradation levels."""
     return Condition(labels=label_vector(levels)[None])
+
+
+def ours_outputs(model: FusionCNN, ir: torch.Tensor, vi: torch.Tensor, levels: Mapping[str, int],
+                 blind: DegradationEstimator | None) -> dict[str, torch.Tensor]:
+    """Our model told the true levels, told nothing, and (with an estimator) told what the estimator sees."""
+    outputs = {OURS_CONDITIONED: model(ir, vi, labels_condition(levels)), OURS_UNCONDITIONED: model(ir, vi, None)}
+    if blind is not None:
+        outputs[OURS_AUTO] = model(ir, vi, labels_condition(levels_from_vector(blind.estimate(ir, vi)[0])))
+    return outputs
 
 
 def mean_rows(rows: Sequence[dict], metrics: Sequence[str], **labels) -> list[dict]:
@@ -337,7 +351,7 @@ def evaluate_clean(model: FusionCNN, samples: list[Sample], scorer: Scorer, with
 
 
 def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, levels: Sequence[int], seed: int,
-                       estimator: DepthEstimator, out: Path) -> list[Check]:
+                       estimator: DepthEstimator, blind: DegradationEstimator | None, out: Path) -> list[Check]:
     rows, summary, checks = [], [], []
     depths: dict[int, torch.Tensor] = {}
 
@@ -353,10 +367,7 @@ def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, 
             for index, sample in enumerate(samples):
                 p, degraded = degrade(sample, recipe, level, seed, lambda: depth_of(index))
                 sources = scorer.sources(sample.ir, sample.vi)
-                outputs = {
-                    OURS_CONDITIONED: model(degraded.ir, degraded.vi, labels_condition(p.levels)),
-                    OURS_UNCONDITIONED: model(degraded.ir, degraded.vi, None),
-                }
+                outputs = ours_outputs(model, degraded.ir, degraded.vi, p.levels, blind)
                 outputs.update((name, fuse(degraded.ir, degraded.vi)) for name, fuse in BASELINES.items())
                 for method, fused in outputs.items():
                     scorer.queue(fused, sources, recipe=recipe, level=level, degradations="+".join(p.degradations),
@@ -377,18 +388,15 @@ def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, 
     return checks
 
 
-def evaluate_real_degraded(model: FusionCNN, subsets: dict[str, list[Sample]], scorer: Scorer, out: Path) -> None:
+def evaluate_real_degraded(model: FusionCNN, subsets: dict[str, list[Sample]], scorer: Scorer,
+                           blind: DegradationEstimator | None, out: Path) -> None:
     metrics = [*DEGRADED_METRICS, *REFERENCE_METRICS]
     rows, summary = [], []
     print("\n## c. Real degraded pairs, scored against their clean references (PSNR_ref, SSIM_ref: luma vs clean VIS)")
     for subset, samples in subsets.items():
-        condition = labels_condition(REAL_DEGRADED[subset])
         for sample in samples:
             sources = scorer.sources(sample.clean_ir, sample.clean_vi, sample.clean_vi)
-            outputs = {
-                OURS_CONDITIONED: model(sample.ir, sample.vi, condition),
-                OURS_UNCONDITIONED: model(sample.ir, sample.vi, None),
-            }
+            outputs = ours_outputs(model, sample.ir, sample.vi, REAL_DEGRADED[subset], blind)
             outputs.update((name, fuse(sample.ir, sample.vi)) for name, fuse in BASELINES.items())
             for method, fused in outputs.items():
                 scorer.queue(fused, sources, subset=subset, pair=sample.name, method=method)
@@ -419,6 +427,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              f"0 = never)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--workers", type=int, default=2, help="processes that compute the metrics (1 = this one)")
+    parser.add_argument("--estimator", type=Path, default=DEFAULT_ESTIMATOR,
+                        help="blind degradation estimator for the ours_auto rows (skipped when the folder is absent)")
     parser.add_argument("--niqe", action="store_true", help="add NIQE to the clean evaluation (slow)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {QUICK_PAIRS_PER_SUBSET} pairs per subset, frames at most "
@@ -452,10 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"none of the clean subsets {', '.join(CLEAN_SUBSETS)} found in {args.data} "
                          f"(set --data or ALLINONE_DATA)")
     estimator = DepthEstimator.load(None)
+    blind = DegradationEstimator.from_pretrained(args.estimator) if (args.estimator / "config.json").is_file() else None
     print(f"# Fusion evaluation of {args.checkpoint} ({model.num_parameters():,} parameters)\n")
     print(f"data: {args.data}; {len(clean)} clean pairs from {', '.join(CLEAN_SUBSETS)}; "
           f"{args.threads} torch threads, {args.workers} metric workers"
           + ("; QUICK smoke test, numbers are not meaningful" if args.quick else ""))
+    print(f"{OURS_AUTO}: " + (f"told the levels that {args.estimator} sees" if blind is not None
+                               else f"skipped, no estimator in {args.estimator}"))
     if missing:
         print(f"subsets not found, skipped: {', '.join(missing)}")
     if downscaled:
@@ -473,10 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             checks += evaluate_clean(model, clean, scorer, args.niqe, args.out)
             timings["clean"] = time.perf_counter()
         if "synthetic" in args.sections:
-            checks += evaluate_synthetic(model, clean, scorer, args.levels, args.seed, estimator, args.out)
+            checks += evaluate_synthetic(model, clean, scorer, args.levels, args.seed, estimator, blind, args.out)
             timings["synthetic"] = time.perf_counter()
         if "real" in args.sections:
-            evaluate_real_degraded(model, real, scorer, args.out)
+            evaluate_real_degraded(model, real, scorer, blind, args.out)
             timings["real degraded"] = time.perf_counter()
     write_csv(args.out / "checks.csv", [{"evaluation": c.evaluation, "passed": c.passed, "detail": c.detail}
                                          for c in checks], ["evaluation", "passed", "detail"])

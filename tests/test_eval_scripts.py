@@ -23,7 +23,7 @@ sys.path.insert(0, str(SCRIPTS))
 import eval_fusion  # noqa: E402
 
 BASELINES = ["mean", "max", "laplacian"]
-DEGRADED_METHODS = ["ours_cond", "ours_uncond", *BASELINES]
+DEGRADED_METHODS = ["ours_cond", "ours_uncond", "ours_auto", *BASELINES]
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,12 @@ def assert_finite(rows: list[dict], columns) -> None:
 
 
 def test_eval_fusion_quick_writes_every_table(checkpoint, data_root, tmp_path):
+    from allinone.models.degradation_estimator import DegradationEstimator
+
+    DegradationEstimator().save_pretrained(tmp_path / "estimator")
     out = tmp_path / "results"
     result = run_script("eval_fusion.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--out", out,
-                        "--quick", "--threads", "1")
+                        "--quick", "--threads", "1", "--estimator", tmp_path / "estimator")
     eval_root = data_root / "eval"
     pair_counts = {subset: min(2, len(find_pairs(eval_root / subset / "ir", eval_root / subset / "vi")))
                    for subset in eval_fusion.CLEAN_SUBSETS}

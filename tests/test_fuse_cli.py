@@ -161,6 +161,32 @@ def test_videos_with_different_rates_are_paired_by_timestamp(fuse, tmp_path):
     assert code == 2 and "exists" in err
 
 
+def test_auto_degradation_estimates_each_input_and_reports_it(fuse, pairs, tmp_path):
+    from test_degradation_estimator import estimator_seeing
+
+    ir_dir, vi_dir = pairs
+    code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "none", "--degradation", "auto",
+                        "--estimator", tmp_path / "missing")
+    assert code == 2 and "missing" in err and not (tmp_path / "none").exists()
+
+    estimator_seeing({"haze": 4}).save_pretrained(tmp_path / "estimator")
+    code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "auto", "--degradation", "auto",
+                            "--estimator", tmp_path / "estimator")
+    assert code == 0 and summary["condition"]["degradation"] == "auto"
+    names = sorted(summary["condition"]["estimated"])
+    assert names and all(levels == {"haze": 4} for levels in summary["condition"]["estimated"].values())
+    code, _, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "told", "--degradation", "haze:4")
+    for name in names:  # auto fuses exactly as if told what the estimator saw
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "auto" / f"{name}.png")),
+                              np.asarray(Image.open(tmp_path / "told" / f"{name}.png")))
+
+    _write_video(tmp_path / "ir.mp4", frames=3, fps=10, seed=0)
+    _write_video(tmp_path / "vi.mp4", frames=3, fps=10, seed=1)
+    code, summary, _ = fuse("--ir", tmp_path / "ir.mp4", "--vi", tmp_path / "vi.mp4", "-o", tmp_path / "auto.mp4",
+                            "--degradation", "auto", "--estimator", tmp_path / "estimator")
+    assert code == 0 and summary["condition"]["estimated"] == {"auto": {"haze": 4}}
+
+
 def test_entry_point_in_a_subprocess(checkpoint, pairs, tmp_path):
     # What the `allinone` console script runs; the JSON summary must be the last line of the real stdout.
     ir_dir, vi_dir = pairs

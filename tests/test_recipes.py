@@ -108,3 +108,14 @@ def test_label_vector_and_spec():
         parse_degradation_spec("fog:3")
     with pytest.raises(ValueError):
         parse_degradation_spec("haze:9")
+
+
+def test_levels_from_vector_inverts_label_vector():
+    from degradations.labels import label_vector, levels_from_vector
+
+    levels = {"haze": 3, "noise": 1, "ir_stripe": 5}
+    assert levels_from_vector(label_vector(levels)) == levels
+    assert levels_from_vector(label_vector(levels) + 0.08) == levels  # rounds to the nearest level
+    assert levels_from_vector(label_vector({}) + 0.05) == {}
+    with pytest.raises(ValueError, match="entries"):
+        levels_from_vector(torch.zeros(3))

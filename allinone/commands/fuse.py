@@ -32,11 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vi", required=True, help="visible image, folder of images, or video")
     p.add_argument("-o", "--out", required=True, help="output image file, folder, or .mp4 (by the kind of input)")
     p.add_argument("--prompt", default=None, help="free-text description of the degradations, e.g. 'dense fog at night'")
-    p.add_argument("--degradation", default=None, metavar="NAME:LEVEL,...",
+    p.add_argument("--degradation", default=None, metavar="NAME:LEVEL,...|auto",
                    help="known degradations with levels 1..5, e.g. haze:3,lowlight:2 "
-                        "(names: lowlight, overexposure, haze, rain, blur, lowres, noise, jpeg, low_contrast, ir_stripe)")
+                        "(names: lowlight, overexposure, haze, rain, blur, lowres, noise, jpeg, low_contrast, ir_stripe), "
+                        "or auto: the blind estimator judges each pair (a video by its first frames); the summary "
+                        "lists what it saw")
     p.add_argument("--checkpoint", default=None,
                    help="model folder with config.json and model.safetensors (default: the shipped checkpoints/fusion_cnn)")
+    p.add_argument("--estimator", default=None,
+                   help="blind degradation estimator folder for --degradation auto "
+                        "(default: the shipped checkpoints/degradation_estimator)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile size in pixels (default: whole frame up to 1024x1024 pixels, 512-pixel tiles beyond; "
                         "0: always the whole frame)")
@@ -130,17 +135,38 @@ def _median_ms(milliseconds: list[float]) -> float | None:
     return round(statistics.median(milliseconds), 3) if milliseconds else None
 
 
-def _fuse_pair(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> dict:
+class _Conditioner:
+    """The embedding each input is fused with: one for all, or, with ``--degradation auto``, one per input
+    from the levels the blind estimator sees in it (kept in ``estimates`` for the summary)."""
+
+    def __init__(self, pipeline, prompt: str | None, degradation) -> None:
+        from ..pipeline import AUTO, make_condition
+
+        self.pipeline, self.prompt = pipeline, prompt
+        self.estimates: dict[str, dict[str, int]] | None = {} if degradation == AUTO else None
+        self.fixed = None if degradation == AUTO else pipeline.embed(make_condition(prompt, degradation), 1)
+
+    def __call__(self, name: str, ir, vi):
+        from ..pipeline import make_condition
+
+        if self.estimates is None:
+            return self.fixed
+        levels = self.estimates[name] = self.pipeline.estimate_degradation(ir, vi)
+        return self.pipeline.embed(make_condition(self.prompt, levels), 1)
+
+
+def _fuse_pair(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
     from degradations.io import write_bytes_atomic
     from degradations.pairs import Pair, load_pair
 
     ir_tensor, vi_tensor = load_pair(Pair(vi.stem, ir, vi), args.align, args.ir_bits)
+    embedding = conditioner(vi.stem, ir_tensor, vi_tensor)
     milliseconds: list[float] = []
     write_bytes_atomic(out, _encode(_fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds), out.suffix))
     return {"count": 1, "skipped": 0, "ms_per_pair_median": _median_ms(milliseconds)}
 
 
-def _fuse_folder(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> dict:
+def _fuse_folder(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
     from tqdm import tqdm
 
     from degradations.io import encode_png, write_bytes_atomic
@@ -153,15 +179,25 @@ def _fuse_folder(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> di
     milliseconds: list[float] = []
     for pair in tqdm(todo, desc="fuse", unit="pair", file=sys.stderr):
         ir_tensor, vi_tensor = load_pair(pair, args.align, args.ir_bits)
+        embedding = conditioner(pair.name, ir_tensor, vi_tensor)
         fused = _fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds)
         write_bytes_atomic(out / f"{pair.name}.png", encode_png(fused))
     return {"pairs": len(pairs), "count": len(todo), "skipped": len(pairs) - len(todo),
             "ms_per_pair_median": _median_ms(milliseconds)}
 
 
-def _fuse_video(pipeline, embedding, args, ir: Path, vi: Path, out: Path) -> dict:
-    from ..video import fuse_videos
+def _fuse_video(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
+    from ..pipeline import image_to_tensor
+    from ..video import first_frame, fuse_videos
 
+    embedding = conditioner.fixed
+    if embedding is None:  # auto: judge the clip by its first pair of frames
+        ir_first, vi_first = image_to_tensor(first_frame(ir), "ir"), image_to_tensor(first_frame(vi), "vi")
+        if args.align == "resize" and ir_first.shape[-2:] != vi_first.shape[-2:]:
+            from degradations.pairs import align_to
+
+            ir_first = align_to(ir_first, tuple(vi_first.shape[-2:]))
+        embedding = conditioner(out.stem, ir_first, vi_first)
     report = fuse_videos(pipeline, ir, vi, out, embedding, tile=args.tile, overlap=args.overlap, align=args.align)
     median = round(report.pop("ms_per_frame_median"), 3)
     return {"count": report["output"]["frames_written"], "skipped": 0, "ms_per_pair_median": median, "video": report}
@@ -173,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     from degradations.labels import parse_degradation_spec
 
     from ..cli import UserError
-    from ..pipeline import DEFAULT_CHECKPOINT, DEFAULT_TILE, FusionPipeline, make_condition
+    from ..pipeline import AUTO, DEFAULT_CHECKPOINT, DEFAULT_ESTIMATOR, DEFAULT_TILE, FusionPipeline
 
     start = time.perf_counter()
     ir, vi, out = Path(args.ir), Path(args.vi), Path(args.out)
@@ -192,20 +228,27 @@ def run(args: argparse.Namespace) -> int:
     if tile and args.overlap >= tile:
         raise UserError(f"--overlap {args.overlap} must be smaller than the tile size {tile}")
     try:
-        degradation = parse_degradation_spec(args.degradation) if args.degradation is not None else None
+        degradation = (args.degradation if args.degradation in (None, AUTO)
+                       else parse_degradation_spec(args.degradation))
     except ValueError as exc:
         raise UserError(f"--degradation: {exc}") from None
     _check_output(mode, out, (ir, vi), args.overwrite)
     device = _device(args.device)
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     try:
-        pipeline = FusionPipeline.from_pretrained(checkpoint, device=device)
+        pipeline = FusionPipeline.from_pretrained(checkpoint, device=device,
+                                                  estimator_path=args.estimator or DEFAULT_ESTIMATOR)
     except (ValueError, RuntimeError) as exc:  # wrong model type or version, weights that do not fit the config
         raise UserError(f"--checkpoint {checkpoint}: {exc}") from exc
-    embedding = pipeline.embed(make_condition(args.prompt, degradation), 1)
+    if degradation == AUTO:
+        try:
+            pipeline.estimator  # load it now: a missing estimator must stop the run before any output
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(f"--degradation auto: {exc}") from None
+    conditioner = _Conditioner(pipeline, args.prompt, degradation)
 
     fuse = {"pair": _fuse_pair, "folder": _fuse_folder, "video": _fuse_video}[mode]
-    done = fuse(pipeline, embedding, args, ir, vi, out)
+    done = fuse(pipeline, conditioner, args, ir, vi, out)
     summary = {
         "command": "fuse",
         "mode": mode,
@@ -213,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
         "vi": str(vi),
         "output": str(out),
         **done,
-        "condition": {"prompt": args.prompt, "degradation": degradation}
+        "condition": {"prompt": args.prompt, "degradation": degradation,
+                      **({"estimated": conditioner.estimates} if conditioner.estimates is not None else {})}
         if args.prompt or degradation is not None else None,
         "checkpoint": str(checkpoint),
         "device": device,

@@ -39,27 +39,24 @@ starts from a sane baseline.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from allinone.baselines import NEUTRAL_CHROMA, is_gray
 from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder, SentenceEncoder
 from allinone.models.dark_channel import dark_channel_dehaze
+from allinone.models.serialization import load_weights, read_config, save_model
 from degradations.labels import DEGRADATION_TYPES
 
 MODEL_TYPE = "allinone-fusion-cnn"
 # 2: the luma selection became a smooth maximum (smooth_select); version-1 weights would load but give
 # other images, so they are refused.
 FORMAT_VERSION = 2
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 # The colour transforms of kornia.color (rgb_to_ycbcr, ycbcr_to_rgb) written as matrices, so each is
 # one operation: Y = RGB_TO_LUMA . (R, G, B); (Cb - 0.5, Cr - 0.5) = RGB_TO_CHROMA @ (R, G, B), that is
@@ -470,13 +467,7 @@ class FusionCNN(nn.Module):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write ``model.safetensors`` (all weights, embedder included) and ``config.json`` to ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
-        metadata = {"model_type": MODEL_TYPE, "format_version": str(FORMAT_VERSION)}
-        save_file(state, folder / WEIGHTS_NAME, metadata=metadata)
-        document = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **asdict(self.config)}
-        (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
+        save_model(self, folder, MODEL_TYPE, FORMAT_VERSION, asdict(self.config))
 
     @classmethod
     def from_pretrained(
@@ -489,22 +480,10 @@ class FusionCNN(nn.Module):
         the saved weights load, the parts the change adds keep their initialisation (which leaves the
         output almost unchanged). A change that reshapes saved weights raises.
         """
-        folder = Path(folder)
-        document = json.loads((folder / CONFIG_NAME).read_text())
-        model_type, version = document.pop("model_type", None), document.pop("format_version", None)
-        if model_type != MODEL_TYPE:
-            raise ValueError(f"{folder} holds a {model_type!r} model, expected {MODEL_TYPE!r}")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{folder} has format version {version}, this code reads {FORMAT_VERSION}")
+        document = read_config(folder, MODEL_TYPE, FORMAT_VERSION)
         config = FusionCNNConfig.from_dict(document)
         if config_changes:
             config = replace(config, **config_changes)
         model = cls(config, text_encoder=text_encoder)
-        try:
-            missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_NAME, device=str(device)),
-                                                        strict=False)
-        except RuntimeError as exc:  # shapes differ: the config (or a change) does not fit the weights
-            raise ValueError(f"{folder}: weights do not fit the config: {exc}") from exc
-        if unexpected or (missing and not config_changes):
-            raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+        load_weights(model, folder, device, allow_missing=bool(config_changes))
         return model.to(device).eval()

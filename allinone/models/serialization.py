@@ -1,0 +1,53 @@
+"""Model folders as diffusers writes them: ``model.safetensors`` (weights, no pickle) and ``config.json``.
+
+The JSON carries ``model_type`` and ``format_version`` next to the architecture fields, so a folder says what
+it holds and a reader refuses a folder it cannot rebuild.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_model(model: nn.Module, folder: str | Path, model_type: str, format_version: int,
+               config: dict[str, Any]) -> None:
+    """Write ``model``'s state dict and ``config`` (plus type and version) to ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, folder / WEIGHTS_NAME, metadata={"model_type": model_type, "format_version": str(format_version)})
+    document = {"model_type": model_type, "format_version": format_version, **config}
+    (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def read_config(folder: str | Path, model_type: str, format_version: int) -> dict[str, Any]:
+    """The architecture fields of ``folder``'s config; raises ValueError for another type or version."""
+    folder = Path(folder)
+    document = json.loads((folder / CONFIG_NAME).read_text())
+    found_type, version = document.pop("model_type", None), document.pop("format_version", None)
+    if found_type != model_type:
+        raise ValueError(f"{folder} holds a {found_type!r} model, expected {model_type!r}")
+    if version != format_version:
+        raise ValueError(f"{folder} has format version {version}, this code reads {format_version}")
+    return document
+
+
+def load_weights(model: nn.Module, folder: str | Path, device: str | torch.device = "cpu",
+                 allow_missing: bool = False) -> None:
+    """Load ``folder``'s weights into ``model``; ``allow_missing`` lets parts the saved model lacks keep their
+    initialisation (a model grown before a fine-tune). Raises ValueError when the weights do not fit."""
+    folder = Path(folder)
+    try:
+        missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_NAME, device=str(device)), strict=False)
+    except RuntimeError as exc:  # shapes differ: the config does not fit the weights
+        raise ValueError(f"{folder}: weights do not fit the config: {exc}") from exc
+    if unexpected or (missing and not allow_missing):
+        raise ValueError(f"{folder}: weights do not match the config (missing {missing}, unexpected {unexpected})")
