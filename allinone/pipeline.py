@@ -30,7 +30,7 @@ from allinone.models.fusion_cnn import RGB_TO_LUMA, FusionCNN
 from allinone.models.serialization import CONFIG_NAME, WEIGHTS_NAME
 from allinone.tiling import tiled_apply
 from degradations.io import read_ir, read_vis, to_uint8, unit_range
-from degradations.labels import label_vector, levels_from_vector, parse_degradation_spec
+from degradations.labels import label_vector, parse_degradation_spec
 from degradations.pairs import align_pair
 
 # The shipped weights: <repo>/checkpoints/fusion_cnn, next to the package (an editable install keeps them there).
@@ -168,8 +168,7 @@ class FusionPipeline:
     def estimate_degradation(self, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, int]:
         """Levels of the degradations the blind estimator sees in one pair: ``ir`` (1, 1, H, W) and ``vi``
         (1, 3 or 1, H, W) in [0, 1]; ``{}`` when it sees none."""
-        labels = self.estimator.estimate(ir.to(self.device, torch.float32), vi.to(self.device, torch.float32))
-        return levels_from_vector(labels[0].cpu())
+        return self.estimator.estimate_levels(ir.to(self.device, torch.float32), vi.to(self.device, torch.float32))
 
     @classmethod
     def from_pretrained(

@@ -22,16 +22,12 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
-from degradations.labels import DEGRADATION_TYPES, levels_from_vector  # noqa: E402
+from degradations.labels import DEGRADATION_TYPES  # noqa: E402
 from degradations.recipes import RECIPES  # noqa: E402
 from eval_fusion import (CLEAN_SUBSETS, DEFAULT_DATA, DEFAULT_MAX_SIDE, REAL_DEGRADED, degrade, load_subset,  # noqa: E402
                          markdown_table)
 
 LEVELS = (1, 3, 5)
-
-
-def judged(estimator: DegradationEstimator, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, int]:
-    return levels_from_vector(estimator.estimate(ir, vi)[0])
 
 
 def score(cases: list[tuple[dict[str, int], dict[str, int]]]) -> list[dict]:
@@ -67,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for sample in tqdm(samples, desc="pairs", unit="pair", file=sys.stderr):
             depth = None
-            cases.append(({}, judged(estimator, sample.ir, sample.vi)))
+            cases.append(({}, estimator.estimate_levels(sample.ir, sample.vi)))
             for recipe in RECIPES:
                 for level in LEVELS:
                     def depth_of() -> torch.Tensor:
@@ -75,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
                         depth = depth_estimator(sample.vi) if depth is None else depth
                         return depth
                     p, degraded = degrade(sample, recipe, level, args.seed, depth_of)
-                    cases.append((p.levels, judged(estimator, degraded.ir, degraded.vi)))
+                    cases.append((p.levels, estimator.estimate_levels(degraded.ir, degraded.vi)))
         real = []
         for subset, told in REAL_DEGRADED.items():
             for sample in load_subset(args.data / subset, None, DEFAULT_MAX_SIDE):
-                seen = judged(estimator, sample.ir, sample.vi)
+                seen = estimator.estimate_levels(sample.ir, sample.vi)
                 real.append({"pair": f"{subset}/{sample.name}", "degradation shown": ", ".join(told),
                              "estimated": ", ".join(f"{k}:{v}" for k, v in seen.items()) or "clean"})
     print(f"# Degradation estimator {args.estimator}\n")

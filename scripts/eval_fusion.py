@@ -64,9 +64,10 @@ from allinone.conditioning import Condition  # noqa: E402
 from allinone.metrics import METRIC_NAMES, evaluate_fusion, niqe  # noqa: E402
 from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
+from allinone.pipeline import DEFAULT_ESTIMATOR  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
 from degradations.io import to_uint8, write_bytes_atomic  # noqa: E402
-from degradations.labels import label_vector, levels_from_vector  # noqa: E402
+from degradations.labels import label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
 from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
 
@@ -97,7 +98,6 @@ BASELINES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "laplacian": laplacian_pyramid_fusion,
 }
 OURS, OURS_CONDITIONED, OURS_UNCONDITIONED, OURS_AUTO = "ours", "ours_cond", "ours_uncond", "ours_auto"
-DEFAULT_ESTIMATOR = REPO / "checkpoints" / "degradation_estimator"
 
 
 @dataclass
@@ -225,7 +225,7 @@ def ours_outputs(model: FusionCNN, ir: torch.Tensor, vi: torch.Tensor, levels: M
     """Our model told the true levels, told nothing, and (with an estimator) told what the estimator sees."""
     outputs = {OURS_CONDITIONED: model(ir, vi, labels_condition(levels)), OURS_UNCONDITIONED: model(ir, vi, None)}
     if blind is not None:
-        outputs[OURS_AUTO] = model(ir, vi, labels_condition(levels_from_vector(blind.estimate(ir, vi)[0])))
+        outputs[OURS_AUTO] = model(ir, vi, labels_condition(blind.estimate_levels(ir, vi)))
     return outputs
 
 

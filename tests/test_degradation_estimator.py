@@ -62,7 +62,9 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = DegradationEstimator.from_pretrained(tmp_path / "estimator")
     ir, vi = torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40)
     torch.testing.assert_close(loaded.estimate(ir, vi), model.estimate(ir, vi))
-    assert levels_from_vector(loaded.estimate(ir, vi)[0]) == {"haze": 4}
+    assert levels_from_vector(loaded.estimate(ir, vi)[0]) == loaded.estimate_levels(ir, vi) == {"haze": 4}
+    with pytest.raises(ValueError, match="unknown EstimatorConfig fields"):
+        EstimatorConfig.from_dict({"widths": [4, 8], "depth": 3})
     FusionCNN("tiny").save_pretrained(tmp_path / "fusion")
     with pytest.raises(ValueError, match="expected 'allinone-degradation-estimator'"):
         DegradationEstimator.from_pretrained(tmp_path / "fusion")

@@ -13,8 +13,8 @@ mean over a frame grows with noise and falls with blur; learned from the raw ima
 cues stayed at chance (a first version detected haze and low light, and no noise, blur or JPEG at all).
 Haze, low light and low contrast are global, so the head pools over the whole input (mean and standard
 deviation of the last features). Training sees ``crop`` x ``crop`` crops at the native resolution, so
-:meth:`DegradationEstimator.estimate` judges a frame by up to six such crops spread over it (their logits
-averaged): the statistics it pools are those it was trained on, and the cost is bounded whatever the
+:meth:`DegradationEstimator.estimate` judges a frame by up to six such crops spread over it (their level
+probabilities averaged): the statistics it pools are those it was trained on, and the cost is bounded whatever the
 frame size.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from allinone.models.serialization import load_weights, read_config, save_model
-from degradations.labels import DEGRADATION_TYPES, MAX_LEVEL
+from allinone.models.serialization import config_from_dict, load_weights, read_config, save_model
+from degradations.labels import DEGRADATION_TYPES, MAX_LEVEL, levels_from_vector
 
 MODEL_TYPE = "allinone-degradation-estimator"
 FORMAT_VERSION = 1
@@ -52,7 +52,7 @@ class EstimatorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "EstimatorConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return config_from_dict(cls, values)
 
 
 def _stage(in_channels: int, out_channels: int, refine: bool) -> nn.Sequential:
@@ -113,6 +113,10 @@ class DegradationEstimator(nn.Module):
                              .softmax(dim=-1) for top, left in crop_corners(*vi.shape[-2:], crop)]).mean(dim=0)
         levels = torch.arange(MAX_LEVEL + 1, dtype=probs.dtype, device=probs.device)
         return (probs * levels).sum(dim=-1) / MAX_LEVEL
+
+    def estimate_levels(self, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, int]:
+        """The levels it sees in one pair (batch size 1), as ``{"haze": 3}``; ``{}`` when it sees none."""
+        return levels_from_vector(self.estimate(ir, vi)[0].cpu())
 
     def save_pretrained(self, folder: str | Path) -> None:
         save_model(self, folder, MODEL_TYPE, FORMAT_VERSION, asdict(self.config))

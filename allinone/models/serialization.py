@@ -6,8 +6,9 @@ it holds and a reader refuses a folder it cannot rebuild.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,6 +16,16 @@ from torch import nn
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+Config = TypeVar("Config")
+
+
+def config_from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
+    """A frozen config dataclass from its JSON fields (lists back to tuples); unknown fields raise."""
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def save_model(model: nn.Module, folder: str | Path, model_type: str, format_version: int,
