@@ -330,8 +330,9 @@ class FusionLoss(nn.Module):
 
     Targets are the CLEAN sources: intensity, gradient and SSIM against the clean IR and clean
     VIS luminance, colour against the clean VIS chroma, brightness against ``reference_y``
-    (default: clean VIS luminance). Illumination weights and the dark-region mask come from
-    the clean VIS image. ``smoothness`` needs a predicted illumination map and ``perceptual`` a
+    (default: clean VIS luminance). The dark-region mask comes from the clean VIS image, the
+    illumination weights from the clean VIS or, given ``illumination_rgb``, from the darker of the
+    two. ``smoothness`` needs a predicted illumination map and ``perceptual`` a
     :class:`PerceptualLoss`; without them, or with a base weight of 0, a term is skipped.
 
     Args:
@@ -359,6 +360,7 @@ class FusionLoss(nn.Module):
         labels: torch.Tensor,
         illumination_map: torch.Tensor | None = None,
         reference_y: torch.Tensor | None = None,
+        illumination_rgb: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total loss and the unweighted batch-mean value of each computed term.
 
@@ -370,6 +372,12 @@ class FusionLoss(nn.Module):
             labels: degradation label vectors ``(B, len(DEGRADATION_TYPES))``, entry = level / 5.
             illumination_map: optional ``(B, C, H, W)`` illumination map predicted by the model.
             reference_y: optional ``(B, 1, H, W)`` brightness reference (e.g. an enhanced VIS Y).
+            illumination_rgb: optional second VIS image ``(B, 3, H, W)``, typically the degraded
+                input: the intensity term then weights the IR as at night when either this image or
+                the clean VIS is dark. PIAFusion judges the input's illumination, so a synthetic
+                night made from a day scene should lean on the IR as a real night does; taking the
+                darker of the two keeps a veil that brightens the input (haze) from moving weight
+                to the VIS. Without it, only the clean VIS is judged.
 
         Returns:
             ``(total, terms)``: scalar total, and ``{term name: detached scalar}``.
@@ -379,6 +387,9 @@ class FusionLoss(nn.Module):
         fused_y, _ = rgb_to_y_cbcr(fused_rgb)
         vi_y, _ = rgb_to_y_cbcr(vis_rgb)
         w_ir, w_vi = illumination_weights(vis_rgb)
+        if illumination_rgb is not None:
+            w_ir = torch.maximum(w_ir, illumination_weights(illumination_rgb)[0])
+            w_vi = 1.0 - w_ir
 
         term_fns = {
             "intensity": lambda: illumination_intensity_loss(fused_y, ir, vi_y, w_ir, w_vi, reduction="none"),

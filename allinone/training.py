@@ -37,6 +37,7 @@ from .models.fusion_cnn import FusionCNN
 log = logging.getLogger("allinone")
 
 REPO = Path(__file__).resolve().parent.parent
+ILLUMINATION_SOURCES = ("clean", "darker")
 DEFAULT_TRAIN_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "train"
 
 
@@ -66,6 +67,11 @@ class TrainConfig:
     source_dropout: float = 0.3
     use_prompts: bool = True
     loss: dict[str, Any] = field(default_factory=dict)  # LossWeights.from_dict overrides
+    # Which VIS image sets the illumination weights of the intensity term: "clean" (the clean target,
+    # so a synthetic night made from a day scene is weighted as day) or "darker" (the darker of the
+    # clean target and the degraded input, as PIAFusion judges its input: a synthetic night leans on
+    # the IR as a real one does, while a haze veil that brightens the input moves nothing to the VIS).
+    illumination_from: str = "clean"
     log_every: int = 10
     save_every: int = 200
 
@@ -80,6 +86,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.illumination_from not in ILLUMINATION_SOURCES:
+            raise ValueError(f"illumination_from must be one of {', '.join(ILLUMINATION_SOURCES)}, "
+                             f"got {self.illumination_from!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,7 +195,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
                 condition = Condition(labels=tensors["labels"], prompts=batch["prompt"] if cfg.use_prompts else None)
                 condition = drop_condition(condition, cfg.condition_dropout, drop_generator, cfg.source_dropout)
                 fused = model(tensors["ir"], tensors["vi"], condition)
-                total, terms = criterion(fused, tensors["ir_clean"], tensors["vi_clean"], tensors["labels"])
+                total, terms = criterion(fused, tensors["ir_clean"], tensors["vi_clean"], tensors["labels"],
+                                         illumination_rgb=tensors["vi"] if cfg.illumination_from == "darker" else None)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(total)
                 if cfg.grad_clip:

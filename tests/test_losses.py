@@ -344,6 +344,24 @@ def test_fusion_loss_optional_terms():
     assert "gradient" not in terms
 
 
+def test_fusion_loss_weights_the_ir_when_the_input_or_the_clean_vis_is_dark():
+    # A fused image equal to the IR: the intensity term is w_vi * L1(F, VIS), near zero when the IR has
+    # all the weight (night) and near L1(IR, VIS) when the VIS has it (day).
+    _, ir, vis = _fusion_batch()
+    day, night = vis * 0.5 + 0.5, vis * 0.05  # mean luminance well above / below the day-night midpoint
+    labels = torch.zeros(2, len(DEGRADATION_TYPES))
+    loss = FusionLoss(LossWeights(**{t: 0.0 for t in TERMS if t != "intensity"}))
+
+    def intensity(clean, **kwargs):
+        return loss(ir.repeat(1, 3, 1, 1), ir, clean, labels, **kwargs)[1]["intensity"]
+
+    by_day = intensity(day)
+    assert intensity(day, illumination_rgb=night) < 0.05 * by_day  # a synthetic night of a day scene
+    assert intensity(day, illumination_rgb=day.clamp(max=1) * 0.5 + 0.5) == pytest.approx(by_day.item(), rel=1e-4)
+    # A brighter input (a haze veil over a night scene) moves no weight to the VIS.
+    assert intensity(night, illumination_rgb=day) == pytest.approx(intensity(night).item(), rel=1e-4)
+
+
 def test_fusion_loss_weighting_follows_labels():
     fused, ir, vis = _fusion_batch()
     loss = FusionLoss()

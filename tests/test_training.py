@@ -144,3 +144,19 @@ def test_train_command_options_override_the_config(data, tmp_path):
     assert run_config["init_from"] == str(tmp_path / "base") and run_config["steps"] == 1
     tuned = FusionCNN.from_pretrained(tmp_path / "run" / "model")
     torch.testing.assert_close(tuned.smooth_head.weight, base.smooth_head.weight, atol=1e-6, rtol=0)
+
+
+def test_config_rejects_an_unknown_illumination_source():
+    with pytest.raises(ValueError, match="illumination_from"):
+        TrainConfig(illumination_from="reference")
+
+
+def test_illumination_from_input_reweights_the_intensity_term_of_a_night_sample(data, tmp_path):
+    def first_intensity(source):
+        cfg = _cfg(data, 1)
+        cfg.recipes, cfg.clean_fraction, cfg.illumination_from = ["night"], 0.0, source
+        train(cfg, tmp_path / source, device="cpu")
+        return float(next(csv.DictReader((tmp_path / source / "loss_log.csv").open()))["intensity"])
+
+    # Same seed, same data, same initial weights: only the weighting of the intensity term differs.
+    assert first_intensity("darker") != pytest.approx(first_intensity("clean"), rel=1e-3)
