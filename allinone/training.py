@@ -117,7 +117,8 @@ def _prepare_run(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> 
     if config_file.exists():
         previous = json.loads(config_file.read_text())
         if resume:
-            if previous != cfg.to_json():
+            # Fields added since the run started take their defaults, so an older run still resumes.
+            if {**TrainConfig().to_json(), **previous} != cfg.to_json():
                 raise ValueError(f"{out} was trained with another config; resume needs the same config "
                                  "(or use a new --out)")
             return

@@ -1,5 +1,6 @@
 """A few real training steps on tiny synthetic pairs: loss log, weights, resume, refusals."""
 import csv
+import json
 
 import pytest
 import torch
@@ -160,3 +161,16 @@ def test_illumination_from_input_reweights_the_intensity_term_of_a_night_sample(
 
     # Same seed, same data, same initial weights: only the weighting of the intensity term differs.
     assert first_intensity("darker") != pytest.approx(first_intensity("clean"), rel=1e-3)
+
+
+def test_a_run_from_before_a_new_config_field_still_resumes(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, 2), out, device="cpu")
+    config_file = out / "config.json"
+    saved = json.loads(config_file.read_text())
+    del saved["illumination_from"]  # as written before the field existed; its default is what ran
+    config_file.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="another config"):
+        train(_cfg(data, 3), out, resume=True, device="cpu")
+    train(_cfg(data, 2), out, resume=True, device="cpu")  # same config: resumes (already done)
+    assert [int(r["step"]) for r in csv.DictReader((out / "loss_log.csv").open())] == [1, 2]
