@@ -152,7 +152,7 @@ def test_config_rejects_an_unknown_illumination_source():
         TrainConfig(illumination_from="reference")
 
 
-def test_illumination_from_input_reweights_the_intensity_term_of_a_night_sample(data, tmp_path):
+def test_illumination_from_darker_reweights_the_intensity_term_of_a_night_sample(data, tmp_path):
     def first_intensity(source):
         cfg = _cfg(data, 1)
         cfg.recipes, cfg.clean_fraction, cfg.illumination_from = ["night"], 0.0, source
