@@ -29,11 +29,14 @@ LEVELS: dict[str, dict[str, list[Range]]] = {
     # transmission); distance of the nearest scene point as a fraction of the farthest (0 leaves the
     # foreground clear, larger values veil the whole frame as fog does); IR extinction relative to VIS
     # (the particles grow from haze to fog, see degradations/haze.py). Level 5 is calibrated to the real
-    # AWFusion fog pairs of ../shared/data/eval: median VIS transmission 0.21 against their 0.22; the IR keeps
-    # 0.70 of its contrast against their 0.51 (scripts/dehaze_prior_check.py, second table).
+    # AWFusion fog pairs of ../shared/data/eval (scripts/dehaze_prior_check.py, second table): their far
+    # field is a white-out while the road in front of the camera stays clear, so its nearest point may be
+    # at the camera (near from 0) with a steeper extinction, which keeps the median VIS transmission of
+    # theirs. (With near >= 0.35 every level-5 frame was veiled to the bottom row, and the blind estimator
+    # read the real fog, whose lower crops are clear, as haze:1.)
     "haze": {
-        "beta": [(0.3, 0.6), (0.6, 1.0), (1.0, 1.5), (1.5, 2.2), (2.2, 3.0)],
-        "near": [(0.0, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 0.35), (0.35, 0.55)],
+        "beta": [(0.3, 0.6), (0.6, 1.0), (1.0, 1.5), (1.5, 2.2), (3.0, 4.5)],
+        "near": [(0.0, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 0.35), (0.0, 0.5)],
         "ir_ratio": [(0.03, 0.06), (0.05, 0.08), (0.07, 0.12), (0.15, 0.3), (0.3, 0.5)],
     },
     # Rain (rain.rain_streaks): drop density per pixel, streak length in px, streak opacity.
@@ -76,7 +79,11 @@ LEVELS: dict[str, dict[str, list[Range]]] = {
 # Level-independent ranges.
 SHARED: dict[str, Range] = {
     "haze_airlight_vi": (0.8, 1.0),  # bright grey-white veil of scattered daylight (real fog saturates)
-    "haze_airlight_ir": (0.45, 0.65),  # thermal path radiance ~ a mid-grey (air near scene temperature)
+    # Thermal path radiance: from a dark veil (fog colder than the scene; the IR of the AWFusion fog pairs
+    # fades towards black) to a mid-grey (air near the scene's temperature). With the grey alone, the blind
+    # estimator learnt "white VIS over a grey-veiled IR" as haze and read real fog over dark IR as
+    # overexposure.
+    "haze_airlight_ir": (0.05, 0.65),
     "rain_angle": (70.0, 110.0),  # degrees; 90 is vertical rain, wind tilts it
     "rain_ir_opacity": (0.2, 0.35),  # streaks are much fainter in LWIR than in VIS
     "blur_aspect": (0.4, 1.0),  # minor/major sigma of anisotropic defocus

@@ -53,7 +53,27 @@ def test_estimate_is_the_expected_level_over_its_crops():
     estimate = model.estimate(ir, vi)
     assert estimate.shape == (2, len(DEGRADATION_TYPES))
     expected = (logits.softmax(dim=-1).mean(dim=0) * torch.arange(MAX_LEVEL + 1.0)).sum(dim=-1) / MAX_LEVEL
+    haze = DEGRADATION_TYPES.index("haze")  # judged on the top row: the first three crops
+    expected[:, haze] = (logits[:3, :, haze].softmax(dim=-1).mean(dim=0) * torch.arange(MAX_LEVEL + 1.0)).sum(dim=-1) / MAX_LEVEL
     torch.testing.assert_close(estimate, expected)
+
+
+def test_haze_is_judged_on_the_top_row_of_crops_and_the_rest_on_all():
+    """A stub network that sees every degradation at level 5 in bright crops and none in dark ones: a frame
+    bright above and dark below is haze:5 (its far field) and level 2.5 of everything else."""
+    model = DegradationEstimator(EstimatorConfig(widths=(4, 8), hidden=8, crop=32)).eval()
+
+    def bright_means_level_5(ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        level = 5 if vi.mean() > 0.5 else 0
+        return torch.nn.functional.one_hot(torch.full((vi.shape[0], len(DEGRADATION_TYPES)), level),
+                                           MAX_LEVEL + 1).float() * 50.0
+
+    model.forward = bright_means_level_5
+    vi = torch.zeros(1, 3, 64, 96)
+    vi[..., :32, :] = 1.0  # the top row of crops (corners at top 0) is bright
+    estimate = model.estimate(torch.zeros(1, 1, 64, 96), vi)[0] * MAX_LEVEL
+    for name, level in zip(DEGRADATION_TYPES, estimate.tolist()):
+        assert level == pytest.approx(5.0 if name == "haze" else 2.5, abs=1e-3), name
 
 
 def test_save_and_load_round_trip(tmp_path):

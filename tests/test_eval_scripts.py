@@ -242,6 +242,7 @@ def test_dehaze_prior_check_scores_every_way_of_restoring():
     scene[..., :20, :] = 0.9  # a sky of airlight colour above the scene
     transmission = torch.full((1, 1, 64, 64), 0.3)
     transmission[..., :20, :] = 0.0
+    transmission[..., 50:, :] = 0.9  # the nearest rows stay clear, as under fog over a road
     hazy = scene * transmission + 0.9 * (1 - transmission)
     sample = eval_fusion.Sample("synthetic", "a", torch.rand(1, 1, 64, 64, generator=generator), hazy,
                                 torch.rand(1, 1, 64, 64), scene)
@@ -249,5 +250,6 @@ def test_dehaze_prior_check_scores_every_way_of_restoring():
     assert list(table) == ["hazy VIS", "dark channel prior on the VIS", "ours (unconditioned)", "ours (haze:4)",
                            "ours (haze:4) fed the dehazed VIS"]
     assert table["dark channel prior on the VIS"][0] > table["hazy VIS"][0] + 5  # PSNR_ref, dB
-    transmission, ir_contrast = dehaze_prior_check.haze_density(sample)
-    assert transmission == pytest.approx(0.3, abs=0.01)  # the scene's transmission below the sky
+    transmission, near_field, ir_contrast = dehaze_prior_check.haze_density(sample)
+    assert transmission == pytest.approx(0.3, abs=0.01)  # most of the scene below the sky
+    assert near_field == pytest.approx(0.9, abs=0.01)  # the clear foreground
