@@ -10,7 +10,7 @@ Three evaluations, each printed as markdown tables and written as CSV files to -
 
 a. clean (``clean_pairs.csv``, ``clean_summary.csv``): the real pairs of msrs_test, roadscene, tno, llvip
    and m3fd; every metric of allinone.metrics.METRIC_NAMES for ours (told the pair is clean: all-zero
-   labels), ours unconditioned (null embedding), and the mean, max and
+   labels), ours unconditioned (null embedding), ours_auto (below), and the mean, max and
    Laplacian-pyramid baselines; means over all pairs, per subset and over the MSRS night pairs (names
    ending in N). PASS/FAIL lines for the acceptance criteria follow.
 b. synthetic (``synthetic_pairs.csv``, ``synthetic_summary.csv``): every clean pair degraded by the
@@ -20,14 +20,14 @@ b. synthetic (``synthetic_pairs.csv``, ``synthetic_summary.csv``): every clean p
    ours conditioned on the true degradation labels, ours unconditioned, and the baselines fed the
    degraded pair. PASS/FAIL per recipe and metric: conditioned > unconditioned, both > every baseline.
    With the blind degradation estimator (--estimator, default checkpoints/degradation_estimator) a row
-   ``ours_auto`` is ours told the levels the estimator sees (in b and c; not part of the checks).
+   ``ours_auto`` is ours told the levels the estimator sees (in a, b and c; not part of the checks).
 c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): the AWFusion haze and rain
    pairs scored against their clean gt_ir/gt_vi references, plus PSNR_ref/SSIM_ref of the output's
    luma against the clean VIS; ours conditioned on haze:5 or rain:3, unconditioned, and the baselines.
 
 --sections runs a subset of the three (default all of them; each writes only its own CSV files).
-``checks.csv`` collects every PASS/FAIL line of the sections run. Every method's output and every source go through the same
-8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers processes.
+``checks.csv`` collects every PASS/FAIL line of the sections run. Every method's output and every source go
+through the same 8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers processes.
 Frames whose longer side exceeds --max-side are box-downscaled by an integer factor before anything
 else (default 1024: LLVIP's 1280x1024 frames are halved); the output names them. --quick (2 pairs per
 subset, frames at most 160 px) is a smoke test: its numbers mean nothing. The exit status is 0 unless
@@ -318,7 +318,7 @@ def ordering_check(evaluation: str, means: dict[str, dict], metric: str) -> Chec
 
 
 def evaluate_clean(model: FusionCNN, samples: list[Sample], scorer: Scorer, with_niqe: bool,
-                   out: Path) -> list[Check]:
+                   blind: DegradationEstimator | None, out: Path) -> list[Check]:
     metrics = list(METRIC_NAMES) + (["NIQE"] if with_niqe else [])
     for sample in samples:
         sources = scorer.sources(sample.ir, sample.vi)
@@ -326,6 +326,9 @@ def evaluate_clean(model: FusionCNN, samples: list[Sample], scorer: Scorer, with
         # unconditioned output (null embedding, nothing known) is reported beside it.
         outputs = {OURS: model(sample.ir, sample.vi, labels_condition({})),
                    OURS_UNCONDITIONED: model(sample.ir, sample.vi, None)}
+        if blind is not None:  # what --degradation auto does to clean footage, where any level it sees is wrong
+            seen = blind.estimate_levels(sample.ir, sample.vi)
+            outputs[OURS_AUTO] = model(sample.ir, sample.vi, labels_condition(seen))
         outputs.update((name, fuse(sample.ir, sample.vi)) for name, fuse in BASELINES.items())
         for method, fused in outputs.items():
             scorer.queue(fused, sources, with_niqe, subset=sample.subset, pair=sample.name, method=method)
@@ -483,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorer = Scorer(executor)
         timings["loading"] = time.perf_counter()
         if "clean" in args.sections:
-            checks += evaluate_clean(model, clean, scorer, args.niqe, args.out)
+            checks += evaluate_clean(model, clean, scorer, args.niqe, blind, args.out)
             timings["clean"] = time.perf_counter()
         if "synthetic" in args.sections:
             checks += evaluate_synthetic(model, clean, scorer, args.levels, args.seed, estimator, blind, args.out)

@@ -54,7 +54,8 @@ def test_estimate_is_the_expected_level_over_its_crops():
     assert estimate.shape == (2, len(DEGRADATION_TYPES))
     expected = (logits.softmax(dim=-1).mean(dim=0) * torch.arange(MAX_LEVEL + 1.0)).sum(dim=-1) / MAX_LEVEL
     haze = DEGRADATION_TYPES.index("haze")  # judged on the top row: the first three crops
-    expected[:, haze] = (logits[:3, :, haze].softmax(dim=-1).mean(dim=0) * torch.arange(MAX_LEVEL + 1.0)).sum(dim=-1) / MAX_LEVEL
+    top_row = logits[:3, :, haze].softmax(dim=-1).mean(dim=0)
+    expected[:, haze] = (top_row * torch.arange(MAX_LEVEL + 1.0)).sum(dim=-1) / MAX_LEVEL
     torch.testing.assert_close(estimate, expected)
 
 

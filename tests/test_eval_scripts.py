@@ -69,8 +69,8 @@ def test_eval_fusion_quick_writes_every_table(checkpoint, data_root, tmp_path):
 
     columns, rows = read_csv(out / "clean_pairs.csv")
     assert columns == ["subset", "pair", "method", *METRIC_NAMES]
-    assert len(rows) == 5 * clean_pairs  # ours, ours unconditioned and three baselines
-    assert {row["method"] for row in rows} == {"ours", "ours_uncond", *BASELINES}
+    assert len(rows) == 6 * clean_pairs  # ours told "clean", unconditioned, told what the estimator sees; baselines
+    assert {row["method"] for row in rows} == {"ours", "ours_uncond", "ours_auto", *BASELINES}
     assert_finite(rows, METRIC_NAMES)
 
     columns, summary = read_csv(out / "clean_summary.csv")

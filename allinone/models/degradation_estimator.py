@@ -117,8 +117,9 @@ class DegradationEstimator(nn.Module):
         rarely wins the argmax; the expectation lets the evidence for every level count.)"""
         crop = self.config.crop
         corners = crop_corners(*vi.shape[-2:], crop)
-        per_crop = torch.stack([self(ir[..., top:top + crop, left:left + crop], vi[..., top:top + crop, left:left + crop])
-                                .softmax(dim=-1) for top, left in corners])  # (crops, B, L, levels)
+        per_crop = torch.stack([self(ir[..., top:top + crop, left:left + crop],
+                                     vi[..., top:top + crop, left:left + crop]).softmax(dim=-1)
+                                for top, left in corners])  # (crops, B, L, levels)
         top_row = torch.tensor([top == corners[0][0] for top, _ in corners])
         far_field = torch.tensor([name in FAR_FIELD_DEGRADATIONS for name in self.config.degradation_types])
         probs = torch.where(far_field[:, None].to(per_crop.device), per_crop[top_row].mean(dim=0),
