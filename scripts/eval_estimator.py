@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
+from allinone.models.degradation_estimator import DegradationEstimator, expected_level  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
 from degradations.labels import DEGRADATION_TYPES  # noqa: E402
 from degradations.recipes import RECIPES  # noqa: E402
@@ -28,6 +28,13 @@ from eval_fusion import (CLEAN_SUBSETS, DEFAULT_DATA, DEFAULT_MAX_SIDE, REAL_DEG
                          markdown_table)
 
 LEVELS = (1, 3, 5)
+# Ways of pooling the crops' haze probabilities into one level (the estimator uses "top row", see
+# FAR_FIELD_DEGRADATIONS); each maps (per-crop probabilities (crops, levels), top-row mask) to a level.
+HAZE_POOLINGS = {
+    "all crops": lambda probs, top: expected_level(probs.mean(dim=0)),
+    "top row": lambda probs, top: expected_level(probs[top].mean(dim=0)),
+    "most veiled crop": lambda probs, top: expected_level(probs).max(),
+}
 
 
 def score(cases: list[tuple[dict[str, int], dict[str, int]]]) -> list[dict]:
@@ -46,6 +53,18 @@ def score(cases: list[tuple[dict[str, int], dict[str, int]]]) -> list[dict]:
     return rows
 
 
+def haze_pooling_rows(cases: list[tuple[int, torch.Tensor, torch.Tensor]]) -> list[dict]:
+    """One row per way of pooling the crops from (true haze level, per-crop haze probabilities, top-row mask)."""
+    rows = []
+    for name, pool in HAZE_POOLINGS.items():
+        judged = [(truth, round(float(pool(probs, top)))) for truth, probs, top in cases]
+        present = [(t, e) for t, e in judged if t]
+        rows.append({"haze judged on": name, "recall": f"{np.mean([e > 0 for _, e in present]):.2f}",
+                     "level error where present": f"{np.mean([abs(t - e) for t, e in present]):.2f}",
+                     "false alarms": f"{np.mean([e > 0 for t, e in judged if not t]):.2f}"})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--estimator", type=Path, required=True, help="folder written by DegradationEstimator.save_pretrained")
@@ -59,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     depth_estimator = DepthEstimator.load(None)
     samples = [s for subset in CLEAN_SUBSETS
                for s in load_subset(args.data / subset, args.pairs_per_subset, DEFAULT_MAX_SIDE)]
-    cases = []
+    cases, haze_cases = [], []
+    haze = estimator.config.degradation_types.index("haze")
+
+    def judge(truth: dict[str, int], ir: torch.Tensor, vi: torch.Tensor) -> None:
+        cases.append((truth, estimator.estimate_levels(ir, vi)))
+        per_crop, top_row = estimator.crop_probabilities(ir, vi)
+        haze_cases.append((truth.get("haze", 0), per_crop[:, 0, haze], top_row))
+
     with torch.inference_mode():
         for sample in tqdm(samples, desc="pairs", unit="pair", file=sys.stderr):
             depth = None
-            cases.append(({}, estimator.estimate_levels(sample.ir, sample.vi)))
+            judge({}, sample.ir, sample.vi)
             for recipe in RECIPES:
                 for level in LEVELS:
                     def depth_of() -> torch.Tensor:
@@ -71,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         depth = depth_estimator(sample.vi) if depth is None else depth
                         return depth
                     p, degraded = degrade(sample, recipe, level, args.seed, depth_of)
-                    cases.append((p.levels, estimator.estimate_levels(degraded.ir, degraded.vi)))
+                    judge(p.levels, degraded.ir, degraded.vi)
         real = []
         for subset, told in REAL_DEGRADED.items():
             for sample in load_subset(args.data / subset, None, DEFAULT_MAX_SIDE):
@@ -85,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                                         "false alarms"]))
     clean_right = np.mean([not e for t, e in cases if not t])
     print(f"\nclean pairs judged clean: {clean_right:.2f}\n")
+    print("## Pooling the crops for haze (the same cases)\n")
+    print(markdown_table(haze_pooling_rows(haze_cases), ["haze judged on", "recall", "level error where present",
+                                                         "false alarms"]))
+    print()
     print("## Real degraded pairs\n")
     print(markdown_table(real, ["pair", "degradation shown", "estimated"]))
     return 0

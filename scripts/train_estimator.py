@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--clean-fraction", type=float, default=0.15)
+    # A clean frame is the commonest input, and every level seen in one makes the fusion restore what is not
+    # there: with 0.15 the estimator judged 42% of the clean eval pairs clean, with 0.3 it judges 52%.
+    parser.add_argument("--clean-fraction", type=float, default=0.3, help="share of undegraded samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--workers", type=int, default=2, help="data-loader processes")

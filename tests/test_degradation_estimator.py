@@ -120,3 +120,32 @@ def test_training_script_fits_the_labels_and_refuses_to_overwrite(tmp_path):
     assert DegradationEstimator.from_pretrained(tmp_path / "run" / "model").config.crop == 160
     assert train_estimator.main(args) == 2  # a finished run is not replaced without --overwrite
     assert train_estimator.main([*args, "--overwrite"]) == 0
+
+
+def test_eval_script_pools_the_haze_crops_three_ways():
+    import eval_estimator
+
+    def crops(*levels: int) -> torch.Tensor:  # one crop per level, each certain of it
+        return torch.nn.functional.one_hot(torch.tensor(levels), MAX_LEVEL + 1).float()
+
+    top = torch.tensor([True, True, False, False])
+    cases = [(5, crops(5, 5, 0, 0), top),  # fog over a clear foreground
+             (0, crops(0, 0, 0, 2), top)]  # a clean pair with one hazy-looking lower crop
+    rows = {row["haze judged on"]: row for row in eval_estimator.haze_pooling_rows(cases)}
+    assert list(rows) == ["all crops", "top row", "most veiled crop"]
+    # all crops: 2.5 rounds to level 2 (error 3), 0.5 to 0 (no false alarm); top row: 5 and 0; most veiled: 5 and 2.
+    assert [rows[name]["level error where present"] for name in rows] == ["3.00", "0.00", "0.00"]
+    assert [rows[name]["false alarms"] for name in rows] == ["0.00", "0.00", "1.00"]
+    assert all(row["recall"] == "1.00" for row in rows.values())
+
+
+def test_eval_script_runs_on_real_pairs(data_root, tmp_path, capsys):
+    import eval_estimator
+
+    torch.manual_seed(0)
+    DegradationEstimator(EstimatorConfig(widths=(4, 8), hidden=8)).save_pretrained(tmp_path)
+    assert eval_estimator.main(["--estimator", str(tmp_path), "--data", str(data_root / "eval"),
+                                "--pairs-per-subset", "1", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    for heading in ("| degradation | cases with it |", "| haze judged on |", "## Real degraded pairs"):
+        assert heading in printed
