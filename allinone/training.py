@@ -61,7 +61,7 @@ class TrainConfig:
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     clean_fraction: float = 0.15
     # Condition dropout: a sample loses its whole condition with this probability (it then gets the
-    # null embedding, which is what `fuse` uses when told nothing), and each remaining source with
+    # null embedding, which is what `fuse --degradation none` uses), and each remaining source with
     # `source_dropout`, so the model works from labels alone, a prompt alone, or nothing.
     condition_dropout: float = 0.3
     source_dropout: float = 0.3

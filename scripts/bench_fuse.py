@@ -8,7 +8,9 @@ torch.utils.flop_counter.FlopCounterMode (FLOPs, one multiply-add = 2 FLOPs, so 
 convolutions and matrix products are counted: elementwise work such as the colour conversion, the mean
 and the max counts as 0); the median milliseconds per pair with 1 and 2 torch threads. A timed call is
 the whole model call (padding, embedding of the condition, colour) on tensors already in memory, with a
-degradation-label condition; each method is warmed up first, and the methods take turns within each
+degradation-label condition. With the blind degradation estimator (--estimator, default the shipped one;
+skipped when absent) a row "ours, blind" times what ``allinone fuse`` does when told nothing: the estimator
+reads the pair, then the model fuses it told those levels. Each method is warmed up first, and the methods take turns within each
 repeat so that they share the machine's load. Absolute times depend on the machine and its load; the
 ratio of ours to a baseline from the same run is the number to quote. The header gives the load average
 and OMP_WAIT_POLICY: with 2 threads on cores that other processes share, OpenMP's default spin-waiting
@@ -37,7 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion  # noqa: E402
 from allinone.conditioning import Condition  # noqa: E402
+from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
+from allinone.pipeline import DEFAULT_ESTIMATOR  # noqa: E402
 from degradations.io import write_bytes_atomic  # noqa: E402
 from degradations.labels import label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
@@ -48,6 +52,7 @@ HEIGHT, WIDTH = 480, 640
 THREADS = (1, 2)
 WARMUP = 3
 OURS = "ours"
+OURS_BLIND = "ours, blind"
 COLUMNS = ("method", "params", "gflops", "ms_1_thread", "ms_2_threads", "ours_ratio_1_thread", "ours_ratio_2_threads")
 
 Fuse = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -105,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (uses msrs_test)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per method and thread count")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
+    parser.add_argument("--estimator", type=Path, default=DEFAULT_ESTIMATOR,
+                        help="blind degradation estimator for the 'ours, blind' row (skipped when absent)")
     args = parser.parse_args(argv)
 
     model = FusionCNN.from_pretrained(args.checkpoint)
@@ -117,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "laplacian": laplacian_pyramid_fusion,
     }
     params = {OURS: model.num_parameters(), "mean": 0, "max": 0, "laplacian": 0}
+    if (args.estimator / "config.json").is_file():
+        estimator = DegradationEstimator.from_pretrained(args.estimator)
+        methods[OURS_BLIND] = lambda ir, vi: model(ir, vi, Condition(
+            labels=label_vector(estimator.estimate_levels(ir, vi))[None]))
+        params[OURS_BLIND] = params[OURS] + sum(p.numel() for p in estimator.parameters())
     loaded_mib = peak_rss_mib()
     load_before = os.getloadavg()[0]
 

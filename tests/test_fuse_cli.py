@@ -187,6 +187,38 @@ def test_auto_degradation_estimates_each_input_and_reports_it(fuse, pairs, tmp_p
     assert code == 0 and summary["condition"]["estimated"] == {"auto": {"haze": 4}}
 
 
+def test_without_a_condition_it_fuses_blind_and_none_fuses_unconditioned(fuse, pairs, tmp_path, monkeypatch):
+    from allinone import pipeline
+    from test_degradation_estimator import estimator_seeing
+
+    ir_dir, vi_dir = pairs
+    estimator_seeing({"haze": 4}).save_pretrained(tmp_path / "estimator")
+    monkeypatch.setattr(pipeline, "DEFAULT_ESTIMATOR", tmp_path / "estimator")
+    code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "default")
+    assert code == 0 and summary["condition"]["degradation"] == "auto"
+    assert set(map(str, summary["condition"]["estimated"].values())) == {"{'haze': 4}"}
+    code, _, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "told", "--degradation", "haze:4")
+    names = sorted(path.name for path in (tmp_path / "told").iterdir())
+    for name in names:  # the default fuses as if told what the estimator saw
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "default" / name)),
+                              np.asarray(Image.open(tmp_path / "told" / name)))
+
+    code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "none", "--degradation", "none")
+    assert code == 0 and summary["condition"] is None
+    assert any(not np.array_equal(np.asarray(Image.open(tmp_path / "none" / name)),
+                                  np.asarray(Image.open(tmp_path / "told" / name))) for name in names)
+    code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "prompt", "--prompt", "dense fog")
+    assert code == 0 and summary["condition"] == {"prompt": "dense fog", "degradation": None}  # told, not blind
+
+    # Without the shipped estimator the default falls back to unconditioned, and says so.
+    monkeypatch.setattr(pipeline, "DEFAULT_ESTIMATOR", tmp_path / "absent")
+    code, summary, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "fallback")
+    assert code == 0 and summary["condition"] is None and "fusing unconditioned" in err
+    for name in names:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "fallback" / name)),
+                              np.asarray(Image.open(tmp_path / "none" / name)))
+
+
 def test_entry_point_in_a_subprocess(checkpoint, pairs, tmp_path):
     # What the `allinone` console script runs; the JSON summary must be the last line of the real stdout.
     ir_dir, vi_dir = pairs
