@@ -5,17 +5,17 @@ Usage:
 
 Reports, as a markdown table: parameters; GFLOPs of one 640x480 forward, counted by
 torch.utils.flop_counter.FlopCounterMode (FLOPs, one multiply-add = 2 FLOPs, so GMACs are half; only
-convolutions and matrix products are counted: elementwise work such as the colour conversion, the mean
-and the max counts as 0); the median milliseconds per pair with 1 and 2 torch threads. A timed call is
-the whole model call (padding, embedding of the condition, colour) on tensors already in memory, with a
+convolutions and matrix products are counted: elementwise work such as the colour conversion, the mean and
+the max counts as 0); the median milliseconds per pair with 1 and 2 torch threads. A timed call is the whole
+model call (padding, embedding of the condition, colour) on tensors already in memory, with a
 degradation-label condition. With the blind degradation estimator (--estimator, default the shipped one;
 skipped when absent) a row "ours, blind" times what ``allinone fuse`` does when told nothing: the estimator
-reads the pair, then the model fuses it told those levels. Each method is warmed up first, and the methods take turns within each
-repeat so that they share the machine's load. Absolute times depend on the machine and its load; the
-ratio of ours to a baseline from the same run is the number to quote. The header gives the load average
-and OMP_WAIT_POLICY: with 2 threads on cores that other processes share, OpenMP's default spin-waiting
-can slow every op many times over, which OMP_WAIT_POLICY=PASSIVE avoids. Then the peak resident memory
-(ru_maxrss) after loading and after the benchmark.
+reads the pair, then the model fuses it told those levels. Each method is warmed up first, and the methods
+take turns within each repeat so that they share the machine's load. Absolute times depend on the machine
+and its load; the ratio of ours to a baseline from the same run is the number to quote. The header gives the
+load average and OMP_WAIT_POLICY: with 2 threads on cores that other processes share, OpenMP's default
+spin-waiting can slow every op many times over, which OMP_WAIT_POLICY=PASSIVE avoids. Then the peak resident
+memory (ru_maxrss) after loading and after the benchmark.
 
 The pair is the first one of <data>/msrs_test (640x480); without the shared data, a seeded random pair.
 """
@@ -41,7 +41,7 @@ from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion
 from allinone.conditioning import Condition  # noqa: E402
 from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
-from allinone.pipeline import DEFAULT_ESTIMATOR  # noqa: E402
+from allinone.pipeline import DEFAULT_ESTIMATOR, make_condition  # noqa: E402
 from degradations.io import write_bytes_atomic  # noqa: E402
 from degradations.labels import label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
@@ -126,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = {OURS: model.num_parameters(), "mean": 0, "max": 0, "laplacian": 0}
     if (args.estimator / "config.json").is_file():
         estimator = DegradationEstimator.from_pretrained(args.estimator)
-        methods[OURS_BLIND] = lambda ir, vi: model(ir, vi, Condition(
-            labels=label_vector(estimator.estimate_levels(ir, vi))[None]))
+        methods[OURS_BLIND] = lambda ir, vi: model(
+            ir, vi, make_condition(degradation=estimator.estimate_levels(ir, vi)))
         params[OURS_BLIND] = params[OURS] + sum(p.numel() for p in estimator.parameters())
     loaded_mib = peak_rss_mib()
     load_before = os.getloadavg()[0]

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from allinone.models.degradation_estimator import DegradationEstimator, expected_level  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
-from degradations.labels import DEGRADATION_TYPES  # noqa: E402
+from degradations.labels import DEGRADATION_TYPES, levels_from_vector  # noqa: E402
 from degradations.recipes import RECIPES  # noqa: E402
 from eval_fusion import (CLEAN_SUBSETS, DEFAULT_DATA, DEFAULT_MAX_SIDE, REAL_DEGRADED, degrade, load_subset,  # noqa: E402
                          markdown_table)
@@ -54,7 +54,8 @@ def score(cases: list[tuple[dict[str, int], dict[str, int]]]) -> list[dict]:
 
 
 def haze_pooling_rows(cases: list[tuple[int, torch.Tensor, torch.Tensor]]) -> list[dict]:
-    """One row per way of pooling the crops from (true haze level, per-crop haze probabilities, top-row mask)."""
+    """One row per way of pooling the crops, from cases (true haze level, per-crop haze probabilities,
+    top-row mask)."""
     rows = []
     for name, pool in HAZE_POOLINGS.items():
         judged = [(truth, round(float(pool(probs, top)))) for truth, probs, top in cases]
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     haze = estimator.config.degradation_types.index("haze")
 
     def judge(truth: dict[str, int], ir: torch.Tensor, vi: torch.Tensor) -> None:
-        cases.append((truth, estimator.estimate_levels(ir, vi)))
-        per_crop, top_row = estimator.crop_probabilities(ir, vi)
+        per_crop, top_row = estimator.crop_probabilities(ir, vi)  # one pass serves both tables
+        cases.append((truth, levels_from_vector(estimator.pool_crops(per_crop, top_row)[0])))
         haze_cases.append((truth.get("haze", 0), per_crop[:, 0, haze], top_row))
 
     with torch.inference_mode():

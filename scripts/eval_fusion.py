@@ -27,7 +27,8 @@ c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): t
 
 --sections runs a subset of the three (default all of them; each writes only its own CSV files).
 ``checks.csv`` collects every PASS/FAIL line of the sections run. Every method's output and every source go
-through the same 8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers processes.
+through the same 8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers
+processes.
 Frames whose longer side exceeds --max-side are box-downscaled by an integer factor before anything
 else (default 1024: LLVIP's 1280x1024 frames are halved); the output names them. --quick (2 pairs per
 subset, frames at most 160 px) is a smoke test: its numbers mean nothing. The exit status is 0 unless

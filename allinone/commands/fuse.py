@@ -235,12 +235,17 @@ def run(args: argparse.Namespace) -> int:
     # synthetic and real fog pairs (docs/BENCHMARKS.md, ours_auto against ours_uncond); only the real rain
     # pairs come out worse.
     blind_by_default = args.degradation is None and args.prompt is None
-    requested = AUTO if blind_by_default else args.degradation
-    try:
-        degradation = (None if requested == UNCONDITIONED else requested if requested in (None, AUTO)
-                       else parse_degradation_spec(requested))
-    except ValueError as exc:
-        raise UserError(f"--degradation: {exc}") from None
+    if blind_by_default:
+        degradation = AUTO
+    elif args.degradation in (None, UNCONDITIONED):
+        degradation = None
+    elif args.degradation == AUTO:
+        degradation = AUTO
+    else:
+        try:
+            degradation = parse_degradation_spec(args.degradation)
+        except ValueError as exc:
+            raise UserError(f"--degradation: {exc}") from None
     _check_output(mode, out, (ir, vi), args.overwrite)
     device = _device(args.device)
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT

@@ -131,7 +131,10 @@ class DegradationEstimator(nn.Module):
         over MAX_LEVEL. (The most likely level would almost always be 0: each degradation is absent from most
         training samples, so a faint one rarely wins the argmax; the expectation lets the evidence for every
         level count.)"""
-        per_crop, top_row = self.crop_probabilities(ir, vi)
+        return self.pool_crops(*self.crop_probabilities(ir, vi))
+
+    def pool_crops(self, per_crop: torch.Tensor, top_row: torch.Tensor) -> torch.Tensor:
+        """The label vectors (B, L) of :meth:`estimate` from the output of :meth:`crop_probabilities`."""
         far_field = torch.tensor([name in FAR_FIELD_DEGRADATIONS for name in self.config.degradation_types],
                                  device=per_crop.device)
         probs = torch.where(far_field[:, None], per_crop[top_row].mean(dim=0), per_crop.mean(dim=0))
