@@ -49,6 +49,11 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return _any_channels(linear_rgb_to_rgb, x).clamp(0.0, 1.0)
 
 
+def round_to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """``round(x * 255) / 255``: the 256 levels a camera (or an 8-bit image file) keeps of [0, 1]."""
+    return torch.round(x * 255) / 255
+
+
 def low_light(
     x: torch.Tensor,
     exposure: float,
@@ -89,7 +94,7 @@ def low_light(
         signal = gaussian_noise(signal, read_sigma, generator=generator)
     out = linear_to_srgb(signal)
     if quantize:
-        out = torch.round(out * 255) / 255
+        out = round_to_8bit(out)
     return out
 
 

@@ -236,13 +236,20 @@ def plan(recipe: str, level: int, seed: int) -> Plan:
 
 
 def apply_steps(
-    steps: list[Step], ir: torch.Tensor, vi: torch.Tensor, depth: torch.Tensor | None = None
+    steps: list[Step], ir: torch.Tensor, vi: torch.Tensor, depth: torch.Tensor | None = None,
+    *, quantize: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply ``steps`` in order to the clean pair.
+
+    The result is rounded to 8-bit levels (``quantize``), as a camera encodes its frames and as every image
+    file holds them: a model trained on degraded floats learns to amplify gradations finer than a grey
+    level, which real footage does not have, and stretches real 8-bit steps into contour bands (dehazing
+    divides by transmissions down to 0.1). A pair without steps is returned as given.
 
     Args:
         ir: (B, 1, H, W) in [0, 1]. vi: (B, C, H, W) in [0, 1], C in {1, 3}.
         depth: (B, 1, H, W) normalised depth in [0, 1] (0 near), needed by haze steps.
+        quantize: round the degraded pair to 8-bit levels; False keeps the floats.
     Returns:
         The degraded ``(ir, vi)``, same shapes.
     """
@@ -257,4 +264,6 @@ def apply_steps(
                 raise ValueError(f"step {step.op!r} needs a depth map")
             kwargs["depth"] = depth
         images[step.modality] = op.fn(images[step.modality], **kwargs)
+    if quantize and steps:
+        return photometric.round_to_8bit(images["ir"]), photometric.round_to_8bit(images["vi"])
     return images["ir"], images["vi"]

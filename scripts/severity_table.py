@@ -24,7 +24,8 @@ def main() -> None:
     print("| recipe | degradations |\n|---|---|")
     for name, degs in RECIPES.items():
         print(f"| `{name}` | {', '.join(degs) if degs else '1 to 3 distinct degradations drawn per pair, each at the recipe level'} |")
-    print(f"\nComposites are applied in physical order: {' → '.join(PHYSICAL_ORDER)}.\n")
+    print(f"\nComposites are applied in physical order: {' → '.join(PHYSICAL_ORDER)}; the degraded pair is then "
+          "rounded to 8-bit levels, as a camera encodes it.\n")
     print("## Physics per modality\n")
     print(inspect.getdoc(recipes).split("Physics per modality (why IR and VIS get different steps):")[1].strip() + "\n")
     print("## Severity levels\n")

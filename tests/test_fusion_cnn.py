@@ -243,3 +243,27 @@ def test_a_saved_model_grows_a_dehazing_prior_and_starts_almost_unchanged(tmp_pa
     assert torch.equal(reloaded(ir, vi), grown(ir, vi))
     with pytest.raises(ValueError, match="do not fit"):
         FusionCNN.from_pretrained(tmp_path, embed_dim=16)  # a change that reshapes saved weights
+
+
+def test_the_dehazing_prior_inverts_a_debanded_vis_and_deband_levels_round_trip(tmp_path):
+    """A pale, hazy VIS ramp rounded to 8-bit levels: the prior divides by a low transmission and stretches its
+    one-level steps into bands; with ``deband_levels`` they become a slope first, so the bands are gone."""
+    ramp = ((180 + torch.arange(128) / 8).round() / 255.0).expand(1, 3, 32, 128).contiguous()
+    ir = torch.zeros(1, 1, 32, 128)
+    plain = _model()
+    with torch.no_grad():  # no detail, unit gains: the output luma is the (dehazed) VIS luma
+        for head in (plain.detail_head, plain.smooth_head):
+            head.weight.zero_()
+    plain.save_pretrained(tmp_path)
+    models = [FusionCNN.from_pretrained(tmp_path, dehaze_prior=True, deband_levels=levels) for levels in (0.0, 1.5)]
+    largest_jump = []
+    for model in models:
+        with torch.no_grad():
+            model.dehaze_head.bias.fill_(10.0)  # take the dehazed VIS everywhere
+            largest_jump.append((model(ir, ramp).diff(dim=-1)[..., 8:-8] * 255).abs().max())
+    # One level becomes ten at the floor transmission 0.1; debanded, the ramp rises evenly (1.25 levels a pixel).
+    assert largest_jump[0] > 9.0 and largest_jump[1] < 0.3 * largest_jump[0]
+    models[1].save_pretrained(tmp_path / "debanded")
+    assert FusionCNN.from_pretrained(tmp_path / "debanded").config.deband_levels == 1.5
+    with pytest.raises(ValueError, match="deband_levels"):
+        FusionCNNConfig(deband_levels=-1.0)

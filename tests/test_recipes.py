@@ -10,8 +10,10 @@ from degradations.severity import LEVELS
 
 
 def _pair(h=40, w=52, seed=0):
+    """A random pair on the 8-bit grid, as images read from files are."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(1, 1, h, w, generator=g), torch.rand(1, 3, h, w, generator=g)
+    return (torch.randint(0, 256, (1, 1, h, w), generator=g) / 255.0,
+            torch.randint(0, 256, (1, 3, h, w), generator=g) / 255.0)
 
 
 def test_required_recipes_exist():
@@ -38,7 +40,20 @@ def test_plan_is_deterministic_and_applies(recipe, level):
     for x, y, src in zip(out1, out2, (ir, vi)):
         assert torch.equal(x, y) and x.shape == src.shape
         assert x.min() >= 0 and x.max() <= 1
+        assert torch.equal(x, torch.round(x * 255) / 255)  # 8-bit levels, as a camera writes them
     assert a.prompt[0].isupper()
+
+
+def test_quantize_false_keeps_the_floats_and_no_steps_keep_the_pair():
+    ir, vi = _pair()
+    steps = plan("haze", 3, 5).steps
+    depth = torch.linspace(0, 1, 40).view(1, 1, 40, 1).expand(1, 1, 40, 52)
+    floats = apply_steps(steps, ir, vi, depth, quantize=False)[1]
+    rounded = apply_steps(steps, ir, vi, depth)[1]
+    assert not torch.equal(floats, torch.round(floats * 255) / 255)
+    assert torch.equal(rounded, torch.round(floats * 255) / 255)
+    unquantized = torch.rand(1, 1, 8, 8)
+    assert apply_steps([], unquantized, unquantized)[0] is unquantized
 
 
 def test_night_touches_only_visible_and_haze_is_weaker_in_ir():

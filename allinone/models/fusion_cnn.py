@@ -3,7 +3,7 @@
 Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) gray), floats in
 [0, 1]; output: fused RGB (B, 3, H, W) in [0, 1]. It works in YCbCr (kornia.color conventions):
 
-    VIS     = lerp(VIS, DCP(VIS), h)                         (only with ``dehaze_prior``)
+    VIS     = lerp(VIS, DCP(deband(VIS)), h)                 (only with ``dehaze_prior``)
     Y_vis   = luma of VIS
     Y_enh   = k * LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)     (Zero-DCE++ curve, as in LEFuse)
     Y       = w Y_enh + (1 - w) IR + H(w) / s + detail   (w = sigmoid(l + s (Y_enh - IR)): smooth max)
@@ -11,7 +11,10 @@ Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) 
     RGB     = clamp(clamp(Y) + M C)                           (M: kornia's YCbCr -> RGB coefficients)
 
 ``DCP`` is the dark-channel-prior dehazing (:mod:`allinone.models.dark_channel`), taken in by the
-predicted amount h in [0, 1] where the network sees haze. The curve brightens dark regions (alpha > 0)
+predicted amount h in [0, 1] where the network sees haze. It divides by transmissions down to 0.1, which
+stretches the 8-bit steps of a smooth veil into contour bands, so it inverts a debanded VIS: ``deband``
+(:mod:`allinone.models.guided_filter`) smooths out steps below ``deband_levels`` grey levels and keeps
+stronger edges. The curve brightens dark regions (alpha > 0)
 or tames glare (alpha < 0); the luma gain k and the smooth part of ``detail`` form a local affine map
 that restores contrast under haze; w decides, per pixel, between the enhanced VIS and the IR; ``detail``
 also removes noise, rain and blur. ``C_vis`` is the VIS chroma at half resolution (2x2 mean, as in
@@ -50,6 +53,7 @@ from torch import nn
 from allinone.baselines import NEUTRAL_CHROMA, is_gray
 from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder, SentenceEncoder
 from allinone.models.dark_channel import dark_channel_dehaze
+from allinone.models.guided_filter import deband
 from allinone.models.serialization import config_from_dict, load_weights, read_config, save_model
 from degradations.labels import DEGRADATION_TYPES
 
@@ -107,12 +111,17 @@ class FusionCNNConfig:
     text_dim: int = TEXT_EMBED_DIM
     # Blend the dark-channel-prior dehazing of the VIS into the VIS, by a predicted per-pixel amount.
     dehaze_prior: bool = False
+    # Deband the VIS the dehazing prior inverts below this many 8-bit grey levels, so that dividing by a low
+    # transmission does not stretch its quantization steps into contour bands (0: off).
+    deband_levels: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or len(self.depths) != len(self.widths):
             raise ValueError("need at least 2 widths (1/2 and 1/4 resolution) and one depth per width")
         if len(self.decoder_depths) != len(self.widths) - 1:
             raise ValueError("need one decoder depth per level but the coarsest")
+        if self.deband_levels < 0:
+            raise ValueError(f"deband_levels must be >= 0, got {self.deband_levels}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "FusionCNNConfig":
@@ -391,7 +400,8 @@ class FusionCNN(nn.Module):
 
     @property
     def pad_multiple(self) -> int:
-        # The coarsest level is 1 / 2**len(widths); the illumination map averages 8x8 blocks.
+        # The coarsest level is 1 / 2**len(widths); the illumination map averages 8x8 blocks (and debanding
+        # fits on a 4x coarser grid).
         return 2 ** max(len(self.config.widths), 3)
 
     def embed(self, condition: Condition | None, batch_size: int) -> torch.Tensor:
@@ -436,7 +446,8 @@ class FusionCNN(nn.Module):
         # one's gradients.
         if self.dehaze_head is not None:
             with torch.no_grad():  # the prior has no parameters; the gradient reaches the blend weight
-                dehazed, _ = dark_channel_dehaze(vis_rgb, stride=DEHAZE_PRIOR_STRIDE)
+                hazy = deband(vi, self.config.deband_levels).expand(-1, 3, -1, -1)
+                dehazed, _ = dark_channel_dehaze(hazy, stride=DEHAZE_PRIOR_STRIDE)
             amount = resample(torch.sigmoid(self.dehaze_head(x_quarter)), 4.0)
             vis_rgb = torch.lerp(vis_rgb, dehazed, amount)
             vis_luma = F.conv2d(vis_rgb, self.rgb_to_luma)
