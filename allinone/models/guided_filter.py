@@ -1,4 +1,4 @@
-"""The guided filter (He, Sun & Tang, ECCV 2010) and the debanding FusionCNN applies before it amplifies.
+"""The guided filter (He, Sun & Tang, ECCV 2010) and the debanding FusionCNN applies before it dehazes.
 
 The guided filter fits, in every window, a linear map ``q = a I + b`` from a guide ``I`` to the input
 ``p`` (least squares, with ``eps`` penalising the slope ``a``) and averages the maps of the windows that
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from allinone.models.dark_channel import box_mean
 
 # Steps of 8-bit quantization, 1 / 255 each, are what amplification turns into visible contour bands: a
-# dehazing that divides by a transmission of 0.1, or a 4x luma gain at night, makes one grey level ten or four.
-# Debanding smooths variations below about this many grey levels (in a window of DEBAND_WINDOW pixels, on
-# a DEBAND_SUBSAMPLE times coarser grid) and keeps stronger ones.
+# dehazing that divides by a transmission of 0.1 makes one grey level ten. Debanding fits its filter in
+# windows of DEBAND_WINDOW pixels on a DEBAND_SUBSAMPLE times coarser grid: wide enough to span the steps of a
+# slowly varying veil, and cheap (the windowed means run on 1/16 of the pixels).
 DEBAND_WINDOW = 11
 DEBAND_SUBSAMPLE = 4
 
