@@ -14,9 +14,8 @@ Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) 
 predicted amount h in [0, 1] where the network sees haze. It divides by transmissions down to 0.1, which
 stretches the 8-bit steps of a smooth veil into contour bands, so it inverts a debanded VIS: ``deband``
 (:mod:`allinone.models.guided_filter`) smooths out steps below ``deband_levels`` grey levels and keeps
-stronger edges. The curve brightens dark regions (alpha > 0)
-or tames glare (alpha < 0); the luma gain k and the smooth part of ``detail`` form a local affine map
-that restores contrast under haze; w decides, per pixel, between the enhanced VIS and the IR; ``detail``
+stronger edges. The curve brightens dark regions (alpha > 0) or tames glare (alpha < 0); the luma gain k
+and the smooth part of ``detail`` form a local affine map that restores contrast under haze; w decides, per pixel, between the enhanced VIS and the IR; ``detail``
 also removes noise, rain and blur. ``C_vis`` is the VIS chroma at half resolution (2x2 mean, as in
 4:2:0); the chroma gain g pulls it toward neutral (noise, colour of a haze veil) or re-saturates it
 (haze, low light) and ``offset`` removes colour casts, so the degraded chroma is not copied. The maps
