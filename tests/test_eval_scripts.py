@@ -183,6 +183,28 @@ def test_ordering_check_names_every_failing_comparison():
     assert "conditioned 0.7500 <= max 0.7800" in check.detail and check.line().startswith("FAIL [synthetic haze L3]")
 
 
+def test_paired_difference_tells_a_consistent_lead_from_a_tie():
+    def rows(differences):
+        return [row for index, d in enumerate(differences)
+                for row in ({"method": "ours_cond", "subset": "s", "pair": str(index), "VIF": 0.5 + d},
+                            {"method": "ours_uncond", "subset": "s", "pair": str(index), "VIF": 0.5})]
+
+    lead = eval_fusion.paired_difference(rows([0.01, 0.02, 0.03, 0.02]), "VIF", "ours_cond", "ours_uncond")
+    assert lead.startswith("ours_cond - ours_uncond per pair +0.0200, 95% CI [+0.0")
+    assert lead.endswith("ours_cond ahead on 4/4")
+    # The same mean from pairs that disagree: the interval holds 0.
+    tie = eval_fusion.paired_difference(rows([0.3, -0.2, 0.25, -0.27]), "VIF", "ours_cond", "ours_uncond")
+    low, high = (float(x) for x in tie.split("CI [")[1].split("]")[0].split(", "))
+    assert low < 0 < high and "ahead on 2/4" in tie
+    assert eval_fusion.paired_difference(rows([0.1]) + [{"method": "ours_cond", "subset": "s", "pair": "x",
+                                                          "VIF": 1.0}], "VIF", "ours_cond", "ours_uncond") \
+        .endswith("ahead on 1/1")  # a pair only one method scored is left out
+    failing = means(ours_cond=dict(VIF=0.75), ours_uncond=dict(VIF=0.8), mean=dict(VIF=0.5), max=dict(VIF=0.7),
+                    laplacian=dict(VIF=0.6))
+    check = eval_fusion.ordering_check("synthetic haze L3", failing, "VIF", rows([-0.05, -0.04, -0.06]))
+    assert not check.passed and check.detail.endswith("ours_cond ahead on 0/3)")
+
+
 def test_downscale_factor_brings_the_longer_side_under_the_limit():
     assert eval_fusion.downscale_factor(1024, 1280, 1024) == 2
     assert eval_fusion.downscale_factor(480, 640, 1024) == 1

@@ -267,3 +267,32 @@ def test_the_dehazing_prior_inverts_a_debanded_vis_and_deband_levels_round_trip(
     assert FusionCNN.from_pretrained(tmp_path / "debanded").config.deband_levels == 1.5
     with pytest.raises(ValueError, match="deband_levels"):
         FusionCNNConfig(deband_levels=-1.0)
+
+
+def test_a_denoising_prior_smooths_noise_and_keeps_strong_edges(tmp_path):
+    """Grown with ``denoise_levels``, the model blends in a self-guided filtering of the VIS where its new head
+    says so: taken fully, the noise on a flat VIS mostly goes and a strong edge stays."""
+    plain = _model()
+    with torch.no_grad():  # no detail, unit gains: the output luma is the (smoothed) VIS luma
+        for head in (plain.detail_head, plain.smooth_head):
+            head.weight.zero_()
+    plain.save_pretrained(tmp_path)
+    grown = FusionCNN.from_pretrained(tmp_path, denoise_levels=24.0)
+    assert grown.num_parameters() == plain.num_parameters() + 24 + 1
+    step = torch.where(torch.arange(64) < 32, 0.3, 0.7).expand(1, 3, 48, 64)
+    noisy = (step + 0.03 * torch.randn(1, 1, 48, 64, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    ir = torch.zeros(1, 1, 48, 64)
+    with torch.no_grad():
+        start = grown(ir, noisy)
+        grown.denoise_head.bias.fill_(10.0)  # take the smoothed VIS everywhere
+        full = grown(ir, noisy)
+        unchanged = plain(ir, noisy)
+    flat = (slice(None), slice(None), slice(8, -8), slice(4, 24))
+    assert (start - unchanged).abs().max() < 0.02  # the new head starts near 8% of the smoothing
+    assert full[flat].std() < 0.35 * noisy[flat].std()
+    edge = full[..., 8:-8, 33].mean() - full[..., 8:-8, 30].mean()
+    assert edge > 0.3  # the 0.4 step survives
+    grown.save_pretrained(tmp_path / "grown")
+    assert FusionCNN.from_pretrained(tmp_path / "grown").config.denoise_levels == 24.0
+    with pytest.raises(ValueError, match="denoise_levels"):
+        FusionCNNConfig(denoise_levels=-1.0)

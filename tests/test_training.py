@@ -110,8 +110,19 @@ def test_two_data_parallel_processes_train_like_one_with_their_joint_batch(data,
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     parallel = FusionCNN.from_pretrained(tmp_path / "ddp" / "model")
-    for (name, a), b in zip(single.state_dict().items(), parallel.state_dict().values()):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    from accelerate.utils import set_seed
+    set_seed(cfg.seed)  # as train() does before building the model: its initial weights
+    initial = FusionCNN(cfg.model).state_dict()
+    # Adam steps every weight by about the learning rate whatever its gradient's size, so a weight whose
+    # gradient is at rounding level may step either way in the two runs (by how much depends on the CPU's
+    # kernels); element-wise tolerances are fragile. Compared as a whole, the two runs must agree to well
+    # within 1% of how far training moved the weights (ranks training on the same samples, or gradients
+    # not averaged, give tens of percent).
+    single, parallel = single.state_dict(), parallel.state_dict()
+    assert single.keys() == parallel.keys()
+    moved = torch.cat([(single[k] - initial[k]).flatten() for k in single]).norm()
+    apart = torch.cat([(single[k] - parallel[k]).flatten() for k in single]).norm()
+    assert moved > 0.1 and apart < 0.01 * moved, (float(apart), float(moved))
     assert [int(r["step"]) for r in csv.DictReader((tmp_path / "ddp" / "loss_log.csv").open())] == [1, 2]
 
 

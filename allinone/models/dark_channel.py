@@ -30,10 +30,16 @@ def patch_min(x: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over ``size`` x ``size`` windows (odd ``size``, same size out, edges replicated), separable."""
+    """Mean over ``size`` x ``size`` windows (odd ``size``, same size out, edges replicated), separable.
+
+    Each pass is a depthwise convolution with a constant kernel: on a CPU it runs several times faster than
+    avg_pool2d with a one-row or one-column window, and gives the same means.
+    """
     pad = _check_odd(size)
-    x = F.avg_pool2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), (1, size), stride=1)
-    return F.avg_pool2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), (size, 1), stride=1)
+    channels = x.shape[1]
+    row = x.new_full((channels, 1, 1, size), 1.0 / size)
+    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), row, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), row.transpose(2, 3), groups=channels)
 
 
 def dark_channel(rgb: torch.Tensor, patch: int = 15) -> torch.Tensor:

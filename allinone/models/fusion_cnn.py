@@ -3,6 +3,7 @@
 Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) gray), floats in
 [0, 1]; output: fused RGB (B, 3, H, W) in [0, 1]. It works in YCbCr (kornia.color conventions):
 
+    VIS     = lerp(VIS, GF(VIS), d)                          (only with ``denoise_levels``)
     VIS     = lerp(VIS, DCP(deband(VIS)), h)                 (only with ``dehaze_prior``)
     Y_vis   = luma of VIS
     Y_enh   = k * LE^n(Y_vis),  LE(x) = x + alpha x (1 - x)     (Zero-DCE++ curve, as in LEFuse)
@@ -10,17 +11,21 @@ Inputs: degraded IR (B, 1, H, W) and degraded VIS (B, 3, H, W) (or (B, 1, H, W) 
     C       = g * C_vis + offset                              (chroma C = (Cb, Cr) - 0.5, centred)
     RGB     = clamp(clamp(Y) + M C)                           (M: kornia's YCbCr -> RGB coefficients)
 
-``DCP`` is the dark-channel-prior dehazing (:mod:`allinone.models.dark_channel`), taken in by the
-predicted amount h in [0, 1] where the network sees haze. It divides by transmissions down to 0.1, which
-stretches the 8-bit steps of a smooth veil into contour bands, so it inverts a debanded VIS: ``deband``
+``DCP`` is the dark-channel-prior dehazing (:mod:`allinone.models.dark_channel`), taken in by the predicted
+amount h in [0, 1] where the network sees haze. It divides by transmissions down to 0.1, which stretches the
+8-bit steps of a smooth veil into contour bands, so it inverts a debanded VIS: ``deband``
 (:mod:`allinone.models.guided_filter`) smooths out steps below ``deband_levels`` grey levels and keeps
-stronger edges. The curve brightens dark regions (alpha > 0) or tames glare (alpha < 0); the luma gain k
-and the smooth part of ``detail`` form a local affine map that restores contrast under haze; w decides, per pixel, between the enhanced VIS and the IR; ``detail``
-also removes noise, rain and blur. ``C_vis`` is the VIS chroma at half resolution (2x2 mean, as in
-4:2:0); the chroma gain g pulls it toward neutral (noise, colour of a haze veil) or re-saturates it
-(haze, low light) and ``offset`` removes colour casts, so the degraded chroma is not copied. The maps
-alpha, k, w, g, offset are smooth: predicted at 1/4 resolution and upsampled bilinearly (h too);
-``detail`` is predicted at 1/2 resolution, four sub-pixels per position, and pixel-shuffled to full
+stronger edges. ``GF`` is an edge-preserving smoothing (a self-guided filter,
+:func:`allinone.models.guided_filter.guided_filter`, with eps = (``denoise_levels`` / 255)^2) taken in by the
+predicted amount d where the network sees noise: it flattens variations below about ``denoise_levels`` grey
+levels at full resolution, which the 1/2-resolution detail head cannot do without also blurring edges. The
+curve brightens dark regions (alpha > 0) or tames glare (alpha < 0); the luma gain k and the smooth part of
+``detail`` form a local affine map that restores contrast under haze; w decides, per pixel, between the
+enhanced VIS and the IR; ``detail`` also removes noise, rain and blur. ``C_vis`` is the VIS chroma at half
+resolution (2x2 mean, as in 4:2:0); the chroma gain g pulls it toward neutral (noise, colour of a haze veil)
+or re-saturates it (haze, low light) and ``offset`` removes colour casts, so the degraded chroma is not
+copied. The maps alpha, k, w, g, offset are smooth: predicted at 1/4 resolution and upsampled bilinearly (h
+and d too); ``detail`` is predicted at 1/2 resolution, four sub-pixels per position, and pixel-shuffled to full
 resolution (as in FFDNet).
 
 A U-Net computes those maps. VIS and IR features meet at 1/2 resolution in a brightness-adaptive gate
@@ -52,7 +57,7 @@ from torch import nn
 from allinone.baselines import NEUTRAL_CHROMA, is_gray
 from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder, SentenceEncoder
 from allinone.models.dark_channel import dark_channel_dehaze
-from allinone.models.guided_filter import deband
+from allinone.models.guided_filter import deband, guided_filter
 from allinone.models.serialization import config_from_dict, load_weights, read_config, save_model
 from degradations.labels import DEGRADATION_TYPES
 
@@ -87,6 +92,9 @@ DEHAZE_INIT_LOGIT = -2.5
 # minima, the costly part, then run on 1/16 of the pixels, and the smooth transmission barely changes
 # (tests/test_dark_channel.py holds the coarse inversion to the full-resolution one).
 DEHAZE_PRIOR_STRIDE = 4
+# The denoising smoothing fits its filter in windows of about 5 pixels on a 2x coarser grid.
+DENOISE_WINDOW = 5
+DENOISE_SUBSAMPLE = 2
 
 
 @dataclass(frozen=True)
@@ -113,14 +121,18 @@ class FusionCNNConfig:
     # Deband the VIS the dehazing prior inverts below this many 8-bit grey levels, so that dividing by a low
     # transmission does not stretch its quantization steps into contour bands (0: off).
     deband_levels: float = 0.0
+    # Blend an edge-preserving smoothing of the VIS (a self-guided filter that flattens variations below about
+    # this many 8-bit grey levels) into the VIS by a predicted per-pixel amount, where the network sees noise.
+    denoise_levels: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or len(self.depths) != len(self.widths):
             raise ValueError("need at least 2 widths (1/2 and 1/4 resolution) and one depth per width")
         if len(self.decoder_depths) != len(self.widths) - 1:
             raise ValueError("need one decoder depth per level but the coarsest")
-        if self.deband_levels < 0:
-            raise ValueError(f"deband_levels must be >= 0, got {self.deband_levels}")
+        if self.deband_levels < 0 or self.denoise_levels < 0:
+            raise ValueError(f"deband_levels and denoise_levels must be >= 0, got {self.deband_levels}, "
+                             f"{self.denoise_levels}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "FusionCNNConfig":
@@ -370,6 +382,7 @@ class FusionCNN(nn.Module):
         # How much of the dark-channel dehazing to take, per pixel (a separate head, so weights of a
         # model without it load unchanged and the model starts from what it was).
         self.dehaze_head = nn.Conv2d(widths[1], 1, 1) if config.dehaze_prior else None
+        self.denoise_head = nn.Conv2d(widths[1], 1, 1) if config.denoise_levels > 0 else None
         self.register_buffer("rgb_to_luma", torch.tensor(RGB_TO_LUMA).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_to_chroma", torch.tensor(RGB_TO_CHROMA), persistent=False)
         self.register_buffer("chroma_to_rgb", torch.tensor(CHROMA_TO_RGB), persistent=False)
@@ -389,12 +402,13 @@ class FusionCNN(nn.Module):
             elif isinstance(module, BrightnessAdaptiveGate):
                 nn.init.normal_(module.shift.weight, std=0.02)
                 nn.init.zeros_(module.shift.bias)
-        for head in (self.smooth_head, self.detail_head, self.dehaze_head):
+        for head in (self.smooth_head, self.detail_head, self.dehaze_head, self.denoise_head):
             if head is not None:
                 nn.init.normal_(head.weight, std=HEAD_INIT_STD)
                 nn.init.zeros_(head.bias)
-        if self.dehaze_head is not None:
-            nn.init.constant_(self.dehaze_head.bias, DEHAZE_INIT_LOGIT)
+        for head in (self.dehaze_head, self.denoise_head):
+            if head is not None:
+                nn.init.constant_(head.bias, DEHAZE_INIT_LOGIT)
         self.embedder.initialize_weights()
 
     @property
@@ -443,6 +457,12 @@ class FusionCNN(nn.Module):
         # sharpness * (enhanced - IR) inside smooth_select keeps, pixel by pixel, the brighter one: a
         # smooth weight alone averages the two sources at every edge and so flattens the stronger
         # one's gradients.
+        if self.denoise_head is not None:
+            with torch.no_grad():
+                eps = (self.config.denoise_levels / 255.0) ** 2
+                denoised = guided_filter(vis_rgb, vis_rgb, DENOISE_WINDOW, eps, DENOISE_SUBSAMPLE).clamp(0.0, 1.0)
+            vis_rgb = torch.lerp(vis_rgb, denoised, resample(torch.sigmoid(self.denoise_head(x_quarter)), 4.0))
+            vis_luma = F.conv2d(vis_rgb, self.rgb_to_luma)
         if self.dehaze_head is not None:
             with torch.no_grad():  # the prior has no parameters; the gradient reaches the blend weight
                 hazy = deband(vi, self.config.deband_levels).expand(-1, 3, -1, -1)
