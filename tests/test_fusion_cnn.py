@@ -237,7 +237,7 @@ def test_a_saved_model_grows_a_dehazing_prior_and_starts_almost_unchanged(tmp_pa
     with torch.no_grad():
         grown.dehaze_head.bias.fill_(10.0)  # take the dehazed VIS everywhere
     full = (grown(ir, vi) - model(ir, vi)).abs().max()
-    assert full > 0.05 and start < 0.15 * full  # starts with sigmoid(DEHAZE_INIT_LOGIT) = 8% of the prior
+    assert full > 0.05 and start < 0.15 * full  # starts with sigmoid(BLEND_INIT_LOGIT) = 8% of the prior
     grown.save_pretrained(tmp_path / "grown")
     reloaded = FusionCNN.from_pretrained(tmp_path / "grown")
     assert torch.equal(reloaded(ir, vi), grown(ir, vi))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from allinone.models.dark_channel import box_mean
-from allinone.models.guided_filter import deband, guided_filter
+from allinone.models.guided_filter import deband, guided_filter, smooth_below
 
 
 def _quantized_ramp(height=32, width=128, levels_per_pixel=0.125):
@@ -47,6 +47,7 @@ def test_deband_smooths_quantization_steps_and_keeps_an_edge():
 def test_deband_levels_zero_is_the_identity_and_bad_arguments_raise():
     ramp = _quantized_ramp()
     assert deband(ramp, 0.0) is ramp
+    assert smooth_below(ramp, 0.0, 5, 2) is ramp
     with pytest.raises(ValueError, match="levels"):
         deband(ramp, -1.0)
     with pytest.raises(ValueError, match="multiple"):

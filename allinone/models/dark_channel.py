@@ -32,8 +32,8 @@ def patch_min(x: torch.Tensor, patch: int) -> torch.Tensor:
 def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     """Mean over ``size`` x ``size`` windows (odd ``size``, same size out, edges replicated), separable.
 
-    Each pass is a depthwise convolution with a constant kernel: on a CPU it runs several times faster than
-    avg_pool2d with a one-row or one-column window, and gives the same means.
+    Each pass is a depthwise convolution with a constant kernel: on a CPU it runs faster than avg_pool2d with
+    a one-row or one-column window (docs/BENCHMARKS.md, speed section), and gives the same means.
     """
     pad = _check_odd(size)
     channels = x.shape[1]

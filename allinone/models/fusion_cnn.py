@@ -16,7 +16,7 @@ amount h in [0, 1] where the network sees haze. It divides by transmissions down
 8-bit steps of a smooth veil into contour bands, so it inverts a debanded VIS: ``deband``
 (:mod:`allinone.models.guided_filter`) smooths out steps below ``deband_levels`` grey levels and keeps
 stronger edges. ``GF`` is an edge-preserving smoothing (a self-guided filter,
-:func:`allinone.models.guided_filter.guided_filter`, with eps = (``denoise_levels`` / 255)^2) taken in by the
+:func:`allinone.models.guided_filter.smooth_below`, with eps = (``denoise_levels`` / 255)^2) taken in by the
 predicted amount d where the network sees noise: it flattens variations below about ``denoise_levels`` grey
 levels at full resolution, which the 1/2-resolution detail head cannot do without also blurring edges. The
 curve brightens dark regions (alpha > 0) or tames glare (alpha < 0); the luma gain k and the smooth part of
@@ -57,7 +57,7 @@ from torch import nn
 from allinone.baselines import NEUTRAL_CHROMA, is_gray
 from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder, SentenceEncoder
 from allinone.models.dark_channel import dark_channel_dehaze
-from allinone.models.guided_filter import deband, guided_filter
+from allinone.models.guided_filter import deband, smooth_below
 from allinone.models.serialization import config_from_dict, load_weights, read_config, save_model
 from degradations.labels import DEGRADATION_TYPES
 
@@ -84,10 +84,10 @@ HEAD_INIT_STD = 1e-3
 # maximum: about 28 at init, so sources 0.1 apart are weighted 16 to 1 and the entropy term adds at
 # most ln 2 / s = 0.025 (a max-select prior the training can relax).
 SELECT_SCALE = 40.0
-# The dehazing blend starts at sigmoid(-2.5) = 0.08: near the plain VIS, so a model given the prior
-# begins close to the model it was fine-tuned from, yet where the sigmoid still passes gradient
+# The dehazing and denoising blends start at sigmoid(-2.5) = 0.08: near the plain VIS, so a model grown
+# with one begins close to the model it was fine-tuned from, yet where the sigmoid still passes gradient
 # (at -6 it passes 40 times less, and a fine-tune barely moved the blend off 0).
-DEHAZE_INIT_LOGIT = -2.5
+BLEND_INIT_LOGIT = -2.5
 # The prior's transmission is estimated on a 4x coarser grid (dark_channel_dehaze's stride): its windowed
 # minima, the costly part, then run on 1/16 of the pixels, and the smooth transmission barely changes
 # (tests/test_dark_channel.py holds the coarse inversion to the full-resolution one).
@@ -408,7 +408,7 @@ class FusionCNN(nn.Module):
                 nn.init.zeros_(head.bias)
         for head in (self.dehaze_head, self.denoise_head):
             if head is not None:
-                nn.init.constant_(head.bias, DEHAZE_INIT_LOGIT)
+                nn.init.constant_(head.bias, BLEND_INIT_LOGIT)
         self.embedder.initialize_weights()
 
     @property
@@ -458,9 +458,8 @@ class FusionCNN(nn.Module):
         # smooth weight alone averages the two sources at every edge and so flattens the stronger
         # one's gradients.
         if self.denoise_head is not None:
-            with torch.no_grad():
-                eps = (self.config.denoise_levels / 255.0) ** 2
-                denoised = guided_filter(vis_rgb, vis_rgb, DENOISE_WINDOW, eps, DENOISE_SUBSAMPLE).clamp(0.0, 1.0)
+            with torch.no_grad():  # a filter without parameters; the gradient reaches the blend weight
+                denoised = smooth_below(vis_rgb, self.config.denoise_levels, DENOISE_WINDOW, DENOISE_SUBSAMPLE)
             vis_rgb = torch.lerp(vis_rgb, denoised, resample(torch.sigmoid(self.denoise_head(x_quarter)), 4.0))
             vis_luma = F.conv2d(vis_rgb, self.rgb_to_luma)
         if self.dehaze_head is not None:

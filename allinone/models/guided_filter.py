@@ -54,12 +54,19 @@ def guided_filter(guide: torch.Tensor, source: torch.Tensor, size: int, eps: flo
     return torch.addcmul(offset, slope, guide)
 
 
-def deband(image: torch.Tensor, levels: float) -> torch.Tensor:
+def smooth_below(image: torch.Tensor, levels: float, size: int, subsample: int) -> torch.Tensor:
     """Smooth out variations below about ``levels`` 8-bit grey levels in ``image`` (B, C, H, W) in [0, 1],
-    keeping stronger edges: each channel guided by itself, ``eps = (levels / 255)^2``. H and W must be
-    multiples of ``DEBAND_SUBSAMPLE``. ``levels`` 0 returns the image unchanged."""
+    keeping stronger edges: each channel guided by itself, ``eps = (levels / 255)^2``, windows of ``size``
+    pixels fitted on a ``subsample`` times coarser grid (H and W multiples of it). ``levels`` 0 returns the
+    image unchanged."""
     if levels < 0:
         raise ValueError(f"levels must be >= 0, got {levels}")
     if levels == 0:
         return image
-    return guided_filter(image, image, DEBAND_WINDOW, (levels / 255.0) ** 2, DEBAND_SUBSAMPLE).clamp_(0.0, 1.0)
+    return guided_filter(image, image, size, (levels / 255.0) ** 2, subsample).clamp_(0.0, 1.0)
+
+
+def deband(image: torch.Tensor, levels: float) -> torch.Tensor:
+    """:func:`smooth_below` with the debanding window and grid: steps below ``levels`` grey levels become
+    slopes. H and W must be multiples of ``DEBAND_SUBSAMPLE``."""
+    return smooth_below(image, levels, DEBAND_WINDOW, DEBAND_SUBSAMPLE)
