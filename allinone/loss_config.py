@@ -53,7 +53,9 @@ WEIGHTS_BY_DEGRADATION: dict[str, dict[str, float]] = {
         # The fog stage (configs/finetune_fog.json) goes further, with illumination judged on the
         # darker of input and target: intensity x6 (now mostly L1 to the IR, the one source that
         # kept its detail), max-intensity x0.1 (the clean VIS maximum asks for detail the noise has
-        # destroyed), ssim_ir x1.5. The defaults stay as stages 1 and 2 were trained.
+        # destroyed), ssim_ir x1.5; the night stage (configs/finetune_night.json) lowers max-intensity to
+        # x0.01, since at x0.1 the model still lifted noisy dark regions toward the clean VIS through its
+        # detail term. The defaults stay as stages 1 and 2 were trained.
         "intensity": 1.5,
         "ssim_vi": 1.5,
     },

@@ -4,7 +4,7 @@ Usage:
     python scripts/eval_fusion.py --checkpoint checkpoints/fusion_cnn [--data ../shared/data/eval]
         [--out docs/results] [--pairs-per-subset N] [--levels 3] [--seed 0] [--max-side 1024]
         [--threads 2] [--workers 2] [--estimator DIR] [--niqe] [--quick] [--strict]
-        [--sections clean synthetic real]
+        [--sections clean synthetic real] [--recipes night haze ...]
 
 Three evaluations, each printed as markdown tables and written as CSV files to --out:
 
@@ -27,7 +27,8 @@ c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): t
    pairs scored against their clean gt_ir/gt_vi references, plus PSNR_ref/SSIM_ref of the output's
    luma against the clean VIS; ours conditioned on haze:5 or rain:3, unconditioned, and the baselines.
 
---sections runs a subset of the three (default all of them; each writes only its own CSV files).
+--sections runs a subset of the three (default all of them; each writes only its own CSV files), --recipes a
+subset of the synthetic recipes (a quicker look at one of them; the check count then covers only those).
 ``checks.csv`` collects every PASS/FAIL line of the sections run. Every method's output and every source go
 through the same 8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers
 processes.
@@ -380,8 +381,9 @@ def evaluate_clean(model: FusionCNN, samples: list[Sample], scorer: Scorer, with
     return checks
 
 
-def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, levels: Sequence[int], seed: int,
-                       estimator: DepthEstimator, blind: DegradationEstimator | None, out: Path) -> list[Check]:
+def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, recipes: Sequence[str],
+                       levels: Sequence[int], seed: int, estimator: DepthEstimator, blind: DegradationEstimator | None,
+                       out: Path) -> list[Check]:
     rows, summary, checks = [], [], []
     depths: dict[int, torch.Tensor] = {}
 
@@ -392,7 +394,7 @@ def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, 
 
     print(f"\n## b. Synthetic degradations of the {len(samples)} clean pairs, scored against the clean sources")
     print(f"(depth: {estimator.source}; seed {seed})")
-    for recipe in SYNTHETIC_RECIPES:
+    for recipe in recipes:
         for level in levels:
             for index, sample in enumerate(samples):
                 p, degraded = degrade(sample, recipe, level, seed, lambda: depth_of(index))
@@ -450,6 +452,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results", help="folder for the CSV files")
     parser.add_argument("--pairs-per-subset", type=int, default=None, help="first N pairs of each subset (default all)")
+    parser.add_argument("--recipes", nargs="+", choices=SYNTHETIC_RECIPES, default=list(SYNTHETIC_RECIPES),
+                        help="synthetic recipes to run (default all)")
     parser.add_argument("--levels", type=int, nargs="+", default=[3], help="severity levels of the synthetic recipes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic degradation plans")
     parser.add_argument("--max-side", type=int, default=None,
@@ -516,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             checks += evaluate_clean(model, clean, scorer, args.niqe, blind, args.out)
             timings["clean"] = time.perf_counter()
         if "synthetic" in args.sections:
-            checks += evaluate_synthetic(model, clean, scorer, args.levels, args.seed, estimator, blind, args.out)
+            checks += evaluate_synthetic(model, clean, scorer, args.recipes, args.levels, args.seed, estimator, blind,
+                                         args.out)
             timings["synthetic"] = time.perf_counter()
         if "real" in args.sections:
             evaluate_real_degraded(model, real, scorer, blind, args.out)

@@ -13,13 +13,14 @@ import torch
 from PIL import Image
 
 from allinone.metrics import METRIC_NAMES
-from allinone.models.fusion_cnn import FusionCNN
+from allinone.models.fusion_cnn import FusionCNN, FusionCNNConfig
 from degradations.pairs import find_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import ablate_outputs  # noqa: E402
 import eval_fusion  # noqa: E402
 
 BASELINES = ["mean", "max", "laplacian"]
@@ -120,6 +121,17 @@ def test_eval_fusion_sections_runs_only_the_chosen_evaluations(checkpoint, data_
     _, checks = read_csv(out / "checks.csv")
     assert {row["evaluation"].split(" ")[0] for row in checks} == {"clean"}
     assert "## b." not in result.stdout and "## c." not in result.stdout
+
+
+def test_eval_fusion_recipes_runs_only_the_chosen_synthetic_recipes(checkpoint, data_root, tmp_path):
+    out = tmp_path / "results"
+    run_script("eval_fusion.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--out", out,
+               "--quick", "--threads", "1", "--workers", "1", "--pairs-per-subset", "1",
+               "--sections", "synthetic", "--recipes", "night", "noise")
+    _, summary = read_csv(out / "synthetic_summary.csv")
+    assert {row["recipe"] for row in summary} == {"night", "noise"}
+    _, checks = read_csv(out / "checks.csv")
+    assert sorted({row["evaluation"] for row in checks}) == ["synthetic night L3", "synthetic noise L3"]
 
 
 def test_bench_fuse_reports_every_method(checkpoint, data_root, tmp_path):
@@ -276,3 +288,34 @@ def test_dehaze_prior_check_scores_every_way_of_restoring():
     transmission, near_field, ir_contrast = dehaze_prior_check.haze_density(sample)
     assert transmission == pytest.approx(0.3, abs=0.01)  # most of the scene below the sky
     assert near_field == pytest.approx(0.9, abs=0.01)  # the clear foreground
+
+
+def test_switched_off_parts_match_a_model_built_without_them():
+    torch.manual_seed(0)
+    model = FusionCNN(FusionCNNConfig(denoise_levels=24.0, dehaze_prior=True)).eval()
+    with torch.no_grad():  # heads start near zero: give every part a visible effect
+        for head in (model.detail_head, model.smooth_head, model.denoise_head, model.dehaze_head):
+            head.weight.normal_(std=0.5)
+    ir, vi = torch.rand(1, 1, 32, 48), torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        full = model(ir, vi)
+        plain = FusionCNN(FusionCNNConfig()).eval()  # neither blend: the same weights otherwise
+        plain.load_state_dict(model.state_dict(), strict=False)
+        with ablate_outputs.switched_off(model, "denoise"), ablate_outputs.switched_off(model, "dehaze"):
+            assert torch.allclose(model(ir, vi), plain(ir, vi), atol=1e-6)
+        with ablate_outputs.switched_off(model, "detail"):
+            without_detail = model(ir, vi)
+        model.detail_head.weight.zero_()
+        model.detail_head.bias.zero_()
+        assert torch.allclose(without_detail, model(ir, vi), atol=1e-6)
+        assert not torch.allclose(without_detail, full, atol=1e-3)
+        with pytest.raises(ValueError, match="unknown part"):
+            with ablate_outputs.switched_off(model, "chroma"):
+                pass
+
+
+def test_ablate_outputs_prints_one_row_per_part(checkpoint, data_root):
+    result = run_script("ablate_outputs.py", "--checkpoint", checkpoint, "--data", data_root / "eval",
+                        "--pairs-per-subset", "1", "--threads", "1", "--recipe", "night", "--parts", "detail", "curve")
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ours")]
+    assert rows == ["ours_cond", "ours_cond without detail", "ours_cond without curve", "ours_uncond"]
