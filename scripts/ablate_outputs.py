@@ -30,19 +30,16 @@ from typing import Iterator, Sequence
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see eval_fusion.py
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_fusion import (  # noqa: E402
-    CLEAN_SUBSETS, DEFAULT_DATA, DEFAULT_MAX_SIDE, DEGRADED_METRICS, SYNTHETIC_RECIPES, Sample, degrade,
-    labels_condition, load_subset, markdown_table,
+    CLEAN_SUBSETS, DEFAULT_DATA, DEFAULT_MAX_SIDE, DEGRADED_METRICS, SYNTHETIC_RECIPES, Sample, Scorer, degrade,
+    labels_condition, load_subset, markdown_table, mean_rows,
 )
-from allinone.metrics import evaluate_fusion  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
-from degradations.io import to_uint8  # noqa: E402
 
 PARTS = ("detail", "curve", "gain", "denoise", "dehaze")
 # A blend logit this low gives sigmoid = 2e-22: the blend takes nothing.
@@ -78,28 +75,30 @@ def switched_off(model: FusionCNN, part: str) -> Iterator[None]:
         handle.remove()
 
 
+def model_parts(model: FusionCNN) -> list[str]:
+    """The PARTS ``model`` has: every one but a blend it was built without."""
+    missing = {"denoise": model.denoise_head is None, "dehaze": model.dehaze_head is None}
+    return [part for part in PARTS if not missing.get(part, False)]
+
+
 def ablate(model: FusionCNN, samples: Sequence[Sample], recipe: str, level: int, seed: int,
            parts: Sequence[str], depth: DepthEstimator) -> list[dict]:
     """Mean VIF, Qabf, SSIM and MI against the clean sources, one row per output variant."""
-    scores: dict[str, list[dict]] = {}
+    scorer = Scorer(None)
     for sample in tqdm(samples, desc=f"{recipe} L{level}", unit="pair"):
         if recipe == "clean":
             levels, degraded = {}, sample
         else:
             p, degraded = degrade(sample, recipe, level, seed, lambda: depth(sample.vi))
             levels = p.levels
-        ir, vi = to_uint8(sample.ir), to_uint8(sample.vi)
+        sources = scorer.sources(sample.ir, sample.vi)
         condition = labels_condition(levels)
-        outputs = {"ours_cond": model(degraded.ir, degraded.vi, condition)}
+        scorer.queue(model(degraded.ir, degraded.vi, condition), sources, method="ours_cond")
         for part in parts:
             with switched_off(model, part):
-                outputs[f"ours_cond without {part}"] = model(degraded.ir, degraded.vi, condition)
-        outputs["ours_uncond"] = model(degraded.ir, degraded.vi, None)
-        for name, fused in outputs.items():
-            metrics = evaluate_fusion(to_uint8(fused), ir, vi, compute_niqe=False)
-            scores.setdefault(name, []).append({m: metrics[m] for m in DEGRADED_METRICS})
-    return [{"method": name, **{m: float(np.mean([row[m] for row in rows])) for m in DEGRADED_METRICS}}
-            for name, rows in scores.items()]
+                scorer.queue(model(degraded.ir, degraded.vi, condition), sources, method=f"ours_cond without {part}")
+        scorer.queue(model(degraded.ir, degraded.vi, None), sources, method="ours_uncond")
+    return mean_rows(scorer.collect(DEGRADED_METRICS), DEGRADED_METRICS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -121,9 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     model = FusionCNN.from_pretrained(args.checkpoint)
-    parts = args.parts or [part for part in PARTS
-                           if (part != "denoise" or model.denoise_head is not None)
-                           and (part != "dehaze" or model.dehaze_head is not None)]
+    parts = args.parts or model_parts(model)
     samples = [sample for subset in CLEAN_SUBSETS if (args.data / subset).is_dir()
                for sample in load_subset(args.data / subset, args.pairs_per_subset, DEFAULT_MAX_SIDE)]
     if not samples:

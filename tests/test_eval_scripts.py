@@ -301,6 +301,8 @@ def test_switched_off_parts_match_a_model_built_without_them():
         full = model(ir, vi)
         plain = FusionCNN(FusionCNNConfig()).eval()  # neither blend: the same weights otherwise
         plain.load_state_dict(model.state_dict(), strict=False)
+        assert ablate_outputs.model_parts(model) == list(ablate_outputs.PARTS)
+        assert ablate_outputs.model_parts(plain) == ["detail", "curve", "gain"]
         with ablate_outputs.switched_off(model, "denoise"), ablate_outputs.switched_off(model, "dehaze"):
             assert torch.allclose(model(ir, vi), plain(ir, vi), atol=1e-6)
         with ablate_outputs.switched_off(model, "detail"):
