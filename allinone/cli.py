@@ -24,14 +24,22 @@ class UserError(Exception):
     """A problem with the user's input or request: printed without a traceback, exit code 2."""
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="allinone",
         description="Degradation-aware restoration and fusion of infrared and visible images.")
     parser.add_argument("--version", action="version", version=f"allinone {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
-                        help="torch threads in this process (default: %(default)s)")
+    parser.add_argument("--threads", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                        help="CPU threads in this process (default: %(default)s); from 2 up, fuse and demo run the "
+                             "model's input priors in a thread of their own while the network runs")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"allinone.commands.{name}").register(subparsers)
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     console.setup_logging(args.verbose)
     import torch
 
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except _user_errors() as exc:

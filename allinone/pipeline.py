@@ -8,7 +8,8 @@ converting the result::
     pipe = FusionPipeline.from_pretrained()            # the shipped checkpoint, on the CPU
     fused = pipe("ir.png", "vi.png", degradation="haze:3", prompt="thick fog at dusk")
     fused.save("fused.png")
-    pipe("ir.png", "vi.png", degradation="auto")      # levels estimated from the pair (blind estimator)
+    pipe("ir.png", "vi.png")                          # told nothing: the blind estimator reads the pair ("auto")
+    pipe("ir.png", "vi.png", degradation="none")      # unconditioned: the model's null embedding
 
 Frames up to ``WHOLE_FRAME_MAX_PIXELS`` go through the network whole; larger ones in overlapping
 ``DEFAULT_TILE`` tiles (:func:`allinone.tiling.tiled_apply`), so memory stays bounded whatever the
@@ -17,6 +18,8 @@ frame size. The network has no global operation, so tiled and whole-frame output
 from __future__ import annotations
 
 import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -37,6 +40,7 @@ from degradations.pairs import align_pair
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fusion_cnn"
 DEFAULT_ESTIMATOR = DEFAULT_CHECKPOINT.parent / "degradation_estimator"
 AUTO = "auto"  # the degradation "value" that asks the blind estimator for the levels
+UNCONDITIONED = "none"  # the degradation "value" that fuses with the null embedding (the condition-dropout path)
 WHOLE_FRAME_MAX_PIXELS = 1024 * 1024
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
@@ -164,6 +168,11 @@ class FusionPipeline:
             self._estimator = DegradationEstimator.from_pretrained(self.estimator_path, device=self.device)
         return self._estimator
 
+    @property
+    def has_estimator(self) -> bool:
+        """Whether ``degradation="auto"`` can run: an estimator was given or one is saved in ``estimator_path``."""
+        return self._estimator is not None or (self.estimator_path / CONFIG_NAME).is_file()
+
     @torch.inference_mode()
     def estimate_degradation(self, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, int]:
         """Levels of the degradations the blind estimator sees in one pair: ``ir`` (1, 1, H, W) and ``vi``
@@ -194,6 +203,27 @@ class FusionPipeline:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def use_threads(self, threads: int) -> int:
+        """Run on ``threads`` CPU threads; returns the torch threads each stream of work gets.
+
+        From 2 threads on a CPU, the model's input priors (its denoising and dehazing images, which depend on
+        the input alone) run in a thread of their own while the network runs, and the two streams share the
+        threads: ``torch.set_num_threads`` is process-wide, so each gets ``threads // 2``. On the 2-core
+        machine of docs/BENCHMARKS.md this is faster than letting every operation use 2 threads, by far
+        (speed section). Output is the same either way. 1 thread, a model without priors, or a GPU: one stream.
+        """
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        concurrent = threads >= 2 and self.device.type == "cpu" and self.model.has_input_priors
+        if concurrent and self.model.prior_executor is None:
+            self.model.prior_executor = ThreadPoolExecutor(1, thread_name_prefix="allinone-priors")
+        elif not concurrent and self.model.prior_executor is not None:
+            self.model.prior_executor.shutdown()
+            self.model.prior_executor = None
+        per_stream = threads // 2 if concurrent else threads
+        torch.set_num_threads(per_stream)
+        return per_stream
 
     @torch.inference_mode()
     def embed(self, condition: Condition | None, batch_size: int = 1) -> torch.Tensor:
@@ -256,9 +286,11 @@ class FusionPipeline:
             ir, vi: file paths, PIL images, numpy arrays ((H, W) or (H, W, 3), integer or float in
                 [0, 1]) or tensors ((H, W), (C, H, W) or (1, C, H, W)); see :func:`image_to_tensor`.
             prompt: free-text description of the degradations, e.g. "dense fog, dark night".
-            degradation: degradation levels 1..5, ``{"haze": 3}`` or ``"haze:3"``, or ``"auto"``: the levels
-                :meth:`estimate_degradation` sees. With neither prompt nor degradation the fusion is
-                unconditioned.
+            degradation: degradation levels 1..5, ``{"haze": 3}`` or ``"haze:3"``; ``{}`` or ``""`` for a pair known
+                to be clean; ``"auto"``: the levels :meth:`estimate_degradation` sees; ``"none"``: unconditioned.
+                With neither prompt nor degradation it is ``"auto"``, as in ``allinone fuse`` (told what the
+                estimator sees, the model beats the unconditioned one on most degradations, docs/BENCHMARKS.md),
+                or unconditioned with a warning when there is no estimator.
             tile, overlap: see :meth:`fuse_tensors`.
             align: IR/VIS size mismatch: "error" (ValueError) or "resize" (IR resized to the VIS size).
         """
@@ -266,7 +298,14 @@ class FusionPipeline:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         ir_tensor, vi_tensor = image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi")
         ir_tensor = align_pair(ir_tensor, vi_tensor, align, _describe(ir), _describe(vi))
-        if degradation == AUTO:
+        if prompt is None and degradation is None:
+            degradation = AUTO if self.has_estimator else UNCONDITIONED
+            if degradation == UNCONDITIONED:
+                warnings.warn(f"no blind degradation estimator in {self.estimator_path}: fusing unconditioned "
+                              "(prompt= or degradation= tell the model what is wrong)", stacklevel=2)
+        if degradation == UNCONDITIONED:
+            degradation = None
+        elif degradation == AUTO:
             degradation = self.estimate_degradation(ir_tensor, vi_tensor)
         fused = self.fuse_tensors(ir_tensor, vi_tensor, make_condition(prompt, degradation), tile, overlap)
         return Image.fromarray(to_uint8(fused.cpu()))

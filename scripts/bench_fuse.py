@@ -6,11 +6,15 @@ Usage:
 Reports, as a markdown table: parameters; GFLOPs of one 640x480 forward, counted by
 torch.utils.flop_counter.FlopCounterMode (FLOPs, one multiply-add = 2 FLOPs, so GMACs are half; only
 convolutions and matrix products are counted: elementwise work such as the colour conversion, the mean and
-the max counts as 0); the median milliseconds per pair with 1 and 2 torch threads. A timed call is the whole
+the max counts as 0); the median milliseconds per pair with 1 and 2 threads. A timed call is the whole
 model call (padding, embedding of the condition, colour) on tensors already in memory, with a
-degradation-label condition. With the blind degradation estimator (--estimator, default the shipped one;
-skipped when absent) a row "ours, blind" times what ``allinone fuse`` does when told nothing: the estimator
-reads the pair, then the model fuses it told those levels. Each method is warmed up first, and the methods
+degradation-label condition. Ours uses its threads as ``allinone fuse --threads N`` does
+(FusionPipeline.use_threads): with 2, the model's input priors run in a thread of their own while the
+network runs on the other, each with 1 torch thread; the row "ours, one stream" runs everything in the
+calling thread with N torch threads, as every operation sharing the threads (the baselines run that way).
+With the blind degradation estimator (--estimator, default the shipped one; skipped when absent) a row
+"ours, blind" times what ``allinone fuse`` does when told nothing: the estimator reads the pair, then the
+model fuses it told those levels. Each method is warmed up first, and the methods
 take turns within each repeat so that they share the machine's load. Absolute times depend on the machine
 and its load; the ratio of ours to a baseline from the same run is the number to quote. The header gives the
 load average and OMP_WAIT_POLICY: with 2 threads on cores that other processes share, OpenMP's default
@@ -29,6 +33,7 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -41,7 +46,7 @@ from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion
 from allinone.conditioning import Condition  # noqa: E402
 from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
-from allinone.pipeline import DEFAULT_ESTIMATOR, make_condition  # noqa: E402
+from allinone.pipeline import DEFAULT_ESTIMATOR, FusionPipeline, make_condition  # noqa: E402
 from degradations.io import write_bytes_atomic  # noqa: E402
 from degradations.labels import label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
@@ -52,10 +57,19 @@ HEIGHT, WIDTH = 480, 640
 THREADS = (1, 2)
 WARMUP = 3
 OURS = "ours"
+OURS_ONE_STREAM = "ours, one stream"
 OURS_BLIND = "ours, blind"
 COLUMNS = ("method", "params", "gflops", "ms_1_thread", "ms_2_threads", "ours_ratio_1_thread", "ours_ratio_2_threads")
 
 Fuse = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Method:
+    """A fusion to time, and how it takes a thread count (called before each timed call, outside the timer)."""
+
+    fuse: Fuse
+    use_threads: Callable[[int], object] = torch.set_num_threads
 
 
 def benchmark_pair(data: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -78,16 +92,20 @@ def count_flops(fuse: Fuse, ir: torch.Tensor, vi: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def median_ms(methods: dict[str, Fuse], ir: torch.Tensor, vi: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median milliseconds per call of each method; the methods alternate within each repeat."""
-    for fuse in methods.values():
+def median_ms(methods: dict[str, Method], ir: torch.Tensor, vi: torch.Tensor, threads: int,
+              repeats: int) -> dict[str, float]:
+    """Median milliseconds per call of each method on ``threads`` threads; the methods alternate within each
+    repeat."""
+    for method in methods.values():
+        method.use_threads(threads)
         for _ in range(WARMUP):
-            fuse(ir, vi)
+            method.fuse(ir, vi)
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
-        for name, fuse in methods.items():
+        for name, method in methods.items():
+            method.use_threads(threads)
             start = time.perf_counter()
-            fuse(ir, vi)
+            method.fuse(ir, vi)
             times[name].append(1000.0 * (time.perf_counter() - start))
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -114,30 +132,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="blind degradation estimator for the 'ours, blind' row (skipped when absent)")
     args = parser.parse_args(argv)
 
-    model = FusionCNN.from_pretrained(args.checkpoint)
+    pipeline = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint))
+    one_stream = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint))  # never given a prior thread
     ir, vi, source = benchmark_pair(args.data)
     condition = Condition(labels=label_vector({"haze": 3})[None])
-    methods: dict[str, Fuse] = {
-        OURS: lambda ir, vi: model(ir, vi, condition),
-        "mean": mean_fusion,
-        "max": max_fusion,
-        "laplacian": laplacian_pyramid_fusion,
+    methods: dict[str, Method] = {
+        OURS: Method(lambda ir, vi: pipeline.model(ir, vi, condition), pipeline.use_threads),
+        OURS_ONE_STREAM: Method(lambda ir, vi: one_stream.model(ir, vi, condition)),
+        "mean": Method(mean_fusion),
+        "max": Method(max_fusion),
+        "laplacian": Method(laplacian_pyramid_fusion),
     }
-    params = {OURS: model.num_parameters(), "mean": 0, "max": 0, "laplacian": 0}
+    size = pipeline.model.num_parameters()
+    params = {OURS: size, OURS_ONE_STREAM: size, "mean": 0, "max": 0, "laplacian": 0}
     if (args.estimator / "config.json").is_file():
         estimator = DegradationEstimator.from_pretrained(args.estimator)
-        methods[OURS_BLIND] = lambda ir, vi: model(
-            ir, vi, make_condition(degradation=estimator.estimate_levels(ir, vi)))
-        params[OURS_BLIND] = params[OURS] + sum(p.numel() for p in estimator.parameters())
+        methods[OURS_BLIND] = Method(lambda ir, vi: pipeline.model(
+            ir, vi, make_condition(degradation=estimator.estimate_levels(ir, vi))), pipeline.use_threads)
+        params[OURS_BLIND] = size + sum(p.numel() for p in estimator.parameters())
     loaded_mib = peak_rss_mib()
     load_before = os.getloadavg()[0]
 
     with torch.inference_mode():
-        flops = {name: count_flops(fuse, ir, vi) for name, fuse in methods.items()}
-        timings = {}
-        for threads in THREADS:
-            torch.set_num_threads(threads)
-            timings[threads] = median_ms(methods, ir, vi, args.repeats)
+        flops = {name: count_flops(method.fuse, ir, vi) for name, method in methods.items()}
+        timings = {threads: median_ms(methods, ir, vi, threads, args.repeats) for threads in THREADS}
 
     rows = []
     for name in methods:

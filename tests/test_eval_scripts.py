@@ -141,12 +141,14 @@ def test_bench_fuse_reports_every_method(checkpoint, data_root, tmp_path):
     columns, rows = read_csv(table)
     assert columns == ["method", "params", "gflops", "ms_1_thread", "ms_2_threads",
                        "ours_ratio_1_thread", "ours_ratio_2_threads"]
-    assert [row["method"] for row in rows] == ["ours", *BASELINES, "ours, blind"]  # blind: the shipped estimator
+    # one stream: the same model without a thread for its input priors; blind: the shipped estimator first
+    assert [row["method"] for row in rows] == ["ours", "ours, one stream", *BASELINES, "ours, blind"]
     assert_finite(rows, columns[1:])
     ours = rows[0]
     assert int(ours["params"]) == FusionCNN.from_pretrained(checkpoint).num_parameters()
     assert int(rows[-1]["params"]) > int(ours["params"])  # the estimator's parameters come on top
     assert float(ours["gflops"]) > 0 and float(ours["ours_ratio_1_thread"]) == 1.0
+    assert rows[1]["params"] == ours["params"] and rows[1]["gflops"] == ours["gflops"]
     assert all(float(row["ms_1_thread"]) > 0 and float(row["ms_2_threads"]) > 0 for row in rows)
     assert "| ours |" in result.stdout and "peak resident memory" in result.stdout
 

@@ -55,6 +55,7 @@ def test_single_pair_writes_the_image_and_summary(fuse, pairs, tmp_path):
     assert summary["mode"] == "pair" and summary["count"] == 1 and summary["skipped"] == 0
     assert summary["condition"] == {"prompt": None, "degradation": {"haze": 3, "lowlight": 2}}
     assert summary["device"] == "cpu" and summary["threads"] == 1 and summary["ms_per_pair_median"] > 0
+    assert summary["concurrent_priors"] is False
     assert json.loads(summary_file.read_text()) == summary
 
 
@@ -111,6 +112,20 @@ def test_unreadable_file_is_named(fuse, pairs, tmp_path):
     (vi_dir / "c.png").write_bytes(b"not a png")
     code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "out")
     assert code == 2 and str(vi_dir / "c.png") in err
+
+
+def test_a_pair_that_fails_to_decode_mid_run_stops_it_after_the_outputs_before_it(fuse, pairs, tmp_path):
+    """b's VIS has a valid header (the size check passes) but its pixel data is cut: the run reads it in the
+    background while it fuses a, stops with b named, and leaves a's output complete and nothing else."""
+    ir_dir, vi_dir = pairs
+    data = (vi_dir / "b.png").read_bytes()
+    (vi_dir / "b.png").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out)
+    assert code == 2 and str(vi_dir / "b.png") in err
+    assert sorted(path.name for path in out.iterdir()) == ["a.png"]
+    with Image.open(out / "a.png") as image:
+        image.load()
 
 
 def test_missing_partners_are_listed(fuse, pairs, tmp_path):
@@ -230,6 +245,23 @@ def test_entry_point_in_a_subprocess(checkpoint, pairs, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["output"] == str(tmp_path / "a.png")
     assert (tmp_path / "a.png").is_file()
+
+
+def test_two_threads_run_the_priors_concurrently_with_the_same_output(pairs, tmp_path):
+    """The shipped model on 2 threads: its input priors get a thread of their own; the image is that of 1 thread."""
+    ir_dir, vi_dir = pairs
+    outputs = {}
+    for threads in ("1", "2"):
+        outputs[threads] = tmp_path / f"{threads}.png"
+        command = [sys.executable, "-m", "allinone", "--threads", threads, "fuse", "--ir", str(ir_dir / "a.png"),
+                   "--vi", str(vi_dir / "a.png"), "-o", str(outputs[threads]), "--degradation", "haze:3"]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "NO_COLOR": "1"},
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["threads"] == int(threads) and summary["concurrent_priors"] is (threads == "2")
+    with Image.open(outputs["1"]) as one, Image.open(outputs["2"]) as two:
+        assert np.array_equal(np.asarray(one), np.asarray(two))
 
 
 def test_two_real_pairs(fuse, eval_subset, tmp_path):

@@ -10,6 +10,7 @@ from allinone.models.fusion_cnn import FiLM, FusionCNN
 from allinone.pipeline import (DEFAULT_CHECKPOINT, DEFAULT_TILE, FusionPipeline, image_to_tensor, make_condition,
                                resolve_tile)
 from allinone.video import FrameAccounting, pair_by_timestamp
+from degradations.io import to_uint8
 
 from helpers import FakeTextEncoder
 
@@ -116,9 +117,33 @@ def test_degradation_and_prompt_reach_the_model(pipe, encoder, pair_arrays):
     assert differ(both, haze) and differ(both, prompted)
     # __call__ passes both on as well.
     assert np.array_equal(np.asarray(pipe(ir, vi, degradation="haze:3")), np.asarray(pipe(ir, vi, degradation={"haze": 3})))
-    assert not np.array_equal(np.asarray(pipe(ir, vi, degradation="haze:3")), np.asarray(pipe(ir, vi)))
+    assert not np.array_equal(np.asarray(pipe(ir, vi, degradation="haze:3")), np.asarray(pipe(ir, vi, degradation="none")))
     with pytest.raises(ValueError, match="unknown degradation"):
         pipe(ir, vi, degradation="smog:2")
+
+
+def test_told_nothing_the_pipeline_asks_the_blind_estimator_as_the_cli_does(checkpoint, encoder, pair_arrays,
+                                                                            tmp_path):
+    from test_degradation_estimator import estimator_seeing
+
+    ir, vi = pair_arrays
+    estimator_seeing({"haze": 4}).save_pretrained(tmp_path / "estimator")
+    pipe = FusionPipeline.from_pretrained(checkpoint, text_encoder=encoder, estimator_path=tmp_path / "estimator")
+    assert pipe.has_estimator
+    blind = np.asarray(pipe(ir, vi))
+    assert np.array_equal(blind, np.asarray(pipe(ir, vi, degradation="auto")))
+    assert np.array_equal(blind, np.asarray(pipe(ir, vi, degradation="haze:4")))  # what the estimator sees
+    unconditioned = np.asarray(pipe(ir, vi, degradation="none"))
+    assert not np.array_equal(blind, unconditioned)
+    told = pipe.fuse_tensors(image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi"), None)
+    assert np.array_equal(unconditioned, to_uint8(told))
+    prompted = np.asarray(pipe(ir, vi, prompt="dense fog"))  # told something: no estimate
+    assert "dense fog" in encoder.encoded and not np.array_equal(prompted, blind)
+
+    without = FusionPipeline.from_pretrained(checkpoint, text_encoder=encoder, estimator_path=tmp_path / "absent")
+    assert not without.has_estimator
+    with pytest.warns(UserWarning, match="fusing unconditioned"):
+        assert np.array_equal(np.asarray(without(ir, vi)), unconditioned)
 
 
 def test_make_condition():
@@ -195,3 +220,25 @@ def test_pair_by_timestamp(ir_count, ir_fps, vi_count, vi_fps, expected_ir, ende
     assert accounting.ir_frames_repeated == len(expected_ir) - len(set(expected_ir))
     assert accounting.ir_frames_unused == accounting.ir_frames_read - len(set(expected_ir))
     assert accounting.vi_frames_unused == accounting.vi_frames_read - len(expected_ir)
+
+
+def test_use_threads_gives_the_priors_a_thread_of_their_own_from_two_threads(pair_arrays):
+    """2 threads on a CPU: the input priors run in a worker thread and each stream gets 1 torch thread; the
+    output is the same as on 1 thread; back on 1 thread, the worker goes. A model without priors never gets one."""
+    model = FusionCNN("tiny", text_encoder=FakeTextEncoder())
+    plain = FusionPipeline(model)
+    assert plain.use_threads(2) == 2 and model.prior_executor is None
+    torch.manual_seed(0)
+    pipe = FusionPipeline(FusionCNN.from_pretrained(DEFAULT_CHECKPOINT, text_encoder=FakeTextEncoder()))
+    ir, vi = pair_arrays
+    try:
+        one = np.asarray(pipe(ir, vi, degradation="haze:3"))
+        assert pipe.use_threads(2) == 1 and torch.get_num_threads() == 1
+        assert pipe.model.prior_executor is not None
+        assert np.array_equal(np.asarray(pipe(ir, vi, degradation="haze:3")), one)
+        assert pipe.use_threads(4) == 2 and torch.get_num_threads() == 2
+        assert pipe.use_threads(1) == 1 and pipe.model.prior_executor is None
+        with pytest.raises(ValueError, match="threads"):
+            pipe.use_threads(0)
+    finally:
+        torch.set_num_threads(1)

@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _fuse_benchmark(bench: Path, records: list[dict], out: Path, checkpoint, overwrite: bool) -> dict:
-    """Fuse each degraded pair of the benchmark, conditioned on its labels; returns a summary."""
-    import torch
+def _fuse_benchmark(bench: Path, records: list[dict], out: Path, checkpoint, overwrite: bool, threads: int) -> dict:
+    """Fuse each degraded pair of the benchmark on ``threads`` CPU threads, conditioned on its labels; returns a
+    summary."""
     from degradations.io import read_ir, read_vis, write_png
     from degradations.labels import label_vector
     from tqdm.auto import tqdm
@@ -43,6 +43,7 @@ def _fuse_benchmark(bench: Path, records: list[dict], out: Path, checkpoint, ove
     from ..pipeline import DEFAULT_CHECKPOINT, FusionPipeline
 
     pipe = FusionPipeline.from_pretrained(checkpoint or DEFAULT_CHECKPOINT)
+    pipe.use_threads(threads)
     written, skipped, times = 0, 0, []
     for record in tqdm(records, desc="fusing", unit="pair"):
         target = out / record["recipe"] / str(record["level"]) / f"{record['name']}.png"
@@ -58,7 +59,7 @@ def _fuse_benchmark(bench: Path, records: list[dict], out: Path, checkpoint, ove
         written += 1
     return {"checkpoint": str(checkpoint or DEFAULT_CHECKPOINT), "fused": written, "skipped_existing": skipped,
             "ms_per_pair_median": round(1000 * sorted(times)[len(times) // 2], 1) if times else None,
-            "threads": torch.get_num_threads()}
+            "threads": threads, "concurrent_priors": pipe.model.prior_executor is not None}
 
 
 def _strip(bench: Path, fused: Path, records: list[dict], name: str, target: Path) -> None:
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                                     recipes=DEMO_RECIPES, levels=[DEMO_LEVEL], seed=0)
     bench = out / "benchmark"
     records = benchmark.generate(cfg, bench, workers=args.workers, overwrite=args.overwrite)
-    summary = _fuse_benchmark(bench, records, out / "fused", args.checkpoint, args.overwrite)
+    summary = _fuse_benchmark(bench, records, out / "fused", args.checkpoint, args.overwrite, args.threads)
 
     strip, sheet = out / "fused_examples.png", out / "contact_sheet.png"
     figures = {

@@ -19,9 +19,6 @@ from pathlib import Path
 
 from .. import console
 
-# --degradation value that fuses with the null embedding (the condition-dropout path, nothing known).
-UNCONDITIONED = "none"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -170,10 +167,20 @@ def _fuse_pair(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> di
     return {"count": 1, "skipped": 0, "ms_per_pair_median": _median_ms(milliseconds)}
 
 
+def _write_png(path: Path, image) -> None:
+    from degradations.io import encode_png, write_bytes_atomic
+
+    write_bytes_atomic(path, encode_png(image))
+
+
 def _fuse_folder(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
+    """Fuse every pair without an output yet. Reading the next pair and writing the last output happen in a
+    thread of their own while the network runs (decoding and PNG compression release the GIL), instead of
+    between two pairs. A pair that cannot be read stops the run after the outputs before it are written."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    from degradations.io import encode_png, write_bytes_atomic
     from degradations.pairs import find_pairs, load_pair, require_same_sizes
 
     pairs = find_pairs(ir, vi)
@@ -181,11 +188,21 @@ def _fuse_folder(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> 
         require_same_sizes(pairs)
     todo = [pair for pair in pairs if args.overwrite or not (out / f"{pair.name}.png").exists()]
     milliseconds: list[float] = []
-    for pair in tqdm(todo, desc="fuse", unit="pair", file=sys.stderr):
-        ir_tensor, vi_tensor = load_pair(pair, args.align, args.ir_bits)
-        embedding = conditioner(pair.name, ir_tensor, vi_tensor)
-        fused = _fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds)
-        write_bytes_atomic(out / f"{pair.name}.png", encode_png(fused))
+    with ThreadPoolExecutor(1, thread_name_prefix="allinone-io") as io_thread:
+        loads = [io_thread.submit(load_pair, todo[0], args.align, args.ir_bits)] if todo else []
+        written = None
+        for index, pair in enumerate(tqdm(todo, desc="fuse", unit="pair", file=sys.stderr)):
+            ir_tensor, vi_tensor = loads[index].result()
+            if index + 1 < len(todo):
+                loads.append(io_thread.submit(load_pair, todo[index + 1], args.align, args.ir_bits))
+            loads[index] = None  # the tensors are ours now; do not keep every pair in memory
+            embedding = conditioner(pair.name, ir_tensor, vi_tensor)
+            fused = _fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds)
+            if written is not None:
+                written.result()  # a failed write stops the run here
+            written = io_thread.submit(_write_png, out / f"{pair.name}.png", fused)
+        if written is not None:
+            written.result()
     return {"pairs": len(pairs), "count": len(todo), "skipped": len(pairs) - len(todo),
             "ms_per_pair_median": _median_ms(milliseconds)}
 
@@ -208,12 +225,10 @@ def _fuse_video(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> d
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from degradations.labels import parse_degradation_spec
 
     from ..cli import UserError
-    from ..pipeline import AUTO, DEFAULT_CHECKPOINT, DEFAULT_ESTIMATOR, DEFAULT_TILE, FusionPipeline
+    from ..pipeline import AUTO, DEFAULT_CHECKPOINT, DEFAULT_ESTIMATOR, DEFAULT_TILE, UNCONDITIONED, FusionPipeline
 
     start = time.perf_counter()
     ir, vi, out = Path(args.ir), Path(args.vi), Path(args.out)
@@ -254,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
                                                   estimator_path=args.estimator or DEFAULT_ESTIMATOR)
     except (ValueError, RuntimeError) as exc:  # wrong model type or version, weights that do not fit the config
         raise UserError(f"--checkpoint {checkpoint}: {exc}") from exc
+    pipeline.use_threads(args.threads)
     if degradation == AUTO:
         try:
             pipeline.estimator  # load it now: a missing estimator must stop the run before any output
@@ -279,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
         if args.prompt or degradation is not None else None,
         "checkpoint": str(checkpoint),
         "device": device,
-        "threads": torch.get_num_threads(),
+        "threads": args.threads,
+        "concurrent_priors": pipeline.model.prior_executor is not None,
         "tile": args.tile,
         "overlap": args.overlap,
         "align": args.align,

@@ -40,15 +40,20 @@ and operations are few, since on a CPU each one also costs a synchronisation of 
 operation pools globally, so a pixel depends only on its neighbourhood (the receptive field reaches
 about 100 pixels each way, most of the influence within 50) and tiled inference
 (:mod:`allinone.tiling`) approaches whole-frame inference as the overlap grows. The one exception is
-the airlight colour of the dehazing prior, estimated per image (per tile under tiling). At initialisation the
+the airlight colour of the dehazing prior, estimated per image (per tile under tiling). The two blends' images
+(the smoothed and the dehazed VIS, :meth:`FusionCNN.input_priors`) depend on the input alone, so with a
+``prior_executor`` they are computed in a second thread while the U-Net runs: on a CPU two threads that
+each run whole operations go faster than two threads that share every operation. At initialisation the
 output is close to a smooth max-select of the IR and the VIS luma with the VIS chroma, so training
 starts from a sane baseline.
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -383,6 +388,8 @@ class FusionCNN(nn.Module):
         # model without it load unchanged and the model starts from what it was).
         self.dehaze_head = nn.Conv2d(widths[1], 1, 1) if config.dehaze_prior else None
         self.denoise_head = nn.Conv2d(widths[1], 1, 1) if config.denoise_levels > 0 else None
+        # Where input_priors run while the U-Net runs (see start_input_priors); None: in line, before it.
+        self.prior_executor: Executor | None = None
         self.register_buffer("rgb_to_luma", torch.tensor(RGB_TO_LUMA).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_to_chroma", torch.tensor(RGB_TO_CHROMA), persistent=False)
         self.register_buffer("chroma_to_rgb", torch.tensor(CHROMA_TO_RGB), persistent=False)
@@ -421,6 +428,42 @@ class FusionCNN(nn.Module):
         """Degradation embedding (B, E) of a condition (None = unconditioned)."""
         return self.embedder(condition, batch_size=batch_size)
 
+    @property
+    def has_input_priors(self) -> bool:
+        return self.denoise_head is not None or self.dehaze_head is not None
+
+    def input_priors(self, vi: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The parameter-free images the blends take in: (denoised VIS, dehazed VIS), each (B, 3, H, W), None for
+        a blend the model does not have; ``vi`` (B, 3 or 1, H, W), already padded. No gradient flows through them
+        (the gradient reaches the blend weights), and they depend on the input alone."""
+        denoised = dehazed = None
+        with torch.no_grad():
+            if self.denoise_head is not None:
+                denoised = smooth_below(vi.expand(-1, 3, -1, -1), self.config.denoise_levels, DENOISE_WINDOW,
+                                        DENOISE_SUBSAMPLE)
+            if self.dehaze_head is not None:
+                hazy = deband(vi, self.config.deband_levels).expand(-1, 3, -1, -1)
+                dehazed, _ = dark_channel_dehaze(hazy, stride=DEHAZE_PRIOR_STRIDE)
+        return denoised, dehazed
+
+    def start_input_priors(self, vi: torch.Tensor) -> Callable[[], tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Begin :meth:`input_priors` of ``vi``; returns the call that gives them.
+
+        With ``prior_executor`` set they are computed there, while the U-Net runs in the calling thread: on a
+        CPU, two threads each running whole operations beat two threads sharing every operation
+        (docs/BENCHMARKS.md, speed section). The result is the same either way.
+        """
+        if self.prior_executor is None or not self.has_input_priors:
+            priors = self.input_priors(vi)
+            return lambda: priors
+        inference = torch.is_inference_mode_enabled()  # thread-local: the worker takes the caller's mode
+
+        def compute() -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            with torch.inference_mode(inference):
+                return self.input_priors(vi)
+
+        return self.prior_executor.submit(compute).result
+
     def forward(
         self, ir: torch.Tensor, vi: torch.Tensor, embedding: torch.Tensor | Condition | None = None
     ) -> torch.Tensor:
@@ -435,6 +478,7 @@ class FusionCNN(nn.Module):
             embedding = self.embed(embedding, batch)
         gray = is_gray(vi)
         ir, vi = pad_to_multiple(ir, self.pad_multiple), pad_to_multiple(vi, self.pad_multiple)
+        priors = self.start_input_priors(vi)
         vis_rgb = vi.expand(-1, 3, -1, -1)
         vis_luma = vi if vi.shape[1] == 1 else F.conv2d(vi, self.rgb_to_luma)
 
@@ -457,15 +501,11 @@ class FusionCNN(nn.Module):
         # sharpness * (enhanced - IR) inside smooth_select keeps, pixel by pixel, the brighter one: a
         # smooth weight alone averages the two sources at every edge and so flattens the stronger
         # one's gradients.
-        if self.denoise_head is not None:
-            with torch.no_grad():  # a filter without parameters; the gradient reaches the blend weight
-                denoised = smooth_below(vis_rgb, self.config.denoise_levels, DENOISE_WINDOW, DENOISE_SUBSAMPLE)
+        denoised, dehazed = priors()
+        if denoised is not None:
             vis_rgb = torch.lerp(vis_rgb, denoised, resample(torch.sigmoid(self.denoise_head(x_quarter)), 4.0))
             vis_luma = F.conv2d(vis_rgb, self.rgb_to_luma)
-        if self.dehaze_head is not None:
-            with torch.no_grad():  # the prior has no parameters; the gradient reaches the blend weight
-                hazy = deband(vi, self.config.deband_levels).expand(-1, 3, -1, -1)
-                dehazed, _ = dark_channel_dehaze(hazy, stride=DEHAZE_PRIOR_STRIDE)
+        if dehazed is not None:
             amount = resample(torch.sigmoid(self.dehaze_head(x_quarter)), 4.0)
             vis_rgb = torch.lerp(vis_rgb, dehazed, amount)
             vis_luma = F.conv2d(vis_rgb, self.rgb_to_luma)
