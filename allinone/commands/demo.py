@@ -39,25 +39,30 @@ def _fuse_benchmark(bench: Path, records: list[dict], out: Path, checkpoint, ove
     from degradations.labels import label_vector
     from tqdm.auto import tqdm
 
+    from ..background_io import run_with_background_io
     from ..conditioning import Condition
     from ..pipeline import DEFAULT_CHECKPOINT, FusionPipeline
 
     pipe = FusionPipeline.from_pretrained(checkpoint or DEFAULT_CHECKPOINT)
     pipe.use_threads(threads)
-    written, skipped, times = 0, 0, []
-    for record in tqdm(records, desc="fusing", unit="pair"):
-        target = out / record["recipe"] / str(record["level"]) / f"{record['name']}.png"
-        if target.exists() and not overwrite:
-            skipped += 1
-            continue
-        ir, vi = read_ir(bench / record["outputs"]["ir"]), read_vis(bench / record["outputs"]["vi"])
-        condition = Condition(labels=label_vector(record["levels"])[None])
+
+    def target(record: dict) -> Path:
+        return out / record["recipe"] / str(record["level"]) / f"{record['name']}.png"
+
+    todo = [record for record in records if overwrite or not target(record).exists()]
+    skipped, times = len(records) - len(todo), []
+
+    def fuse(record: dict, pair):
         start = time.perf_counter()
-        fused = pipe.fuse_tensors(ir, vi, condition)
+        fused = pipe.fuse_tensors(*pair, Condition(labels=label_vector(record["levels"])[None]))
         times.append(time.perf_counter() - start)
-        write_png(target, fused)
-        written += 1
-    return {"checkpoint": str(checkpoint or DEFAULT_CHECKPOINT), "fused": written, "skipped_existing": skipped,
+        return fused
+
+    run_with_background_io(
+        todo, lambda record: (read_ir(bench / record["outputs"]["ir"]), read_vis(bench / record["outputs"]["vi"])),
+        fuse, lambda record, fused: write_png(target(record), fused),
+        progress=lambda items: tqdm(items, desc="fusing", unit="pair"))
+    return {"checkpoint": str(checkpoint or DEFAULT_CHECKPOINT), "fused": len(todo), "skipped_existing": skipped,
             "ms_per_pair_median": round(1000 * sorted(times)[len(times) // 2], 1) if times else None,
             "threads": threads, "concurrent_priors": pipe.model.prior_executor is not None}
 

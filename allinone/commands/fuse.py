@@ -167,42 +167,29 @@ def _fuse_pair(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> di
     return {"count": 1, "skipped": 0, "ms_per_pair_median": _median_ms(milliseconds)}
 
 
-def _write_png(path: Path, image) -> None:
-    from degradations.io import encode_png, write_bytes_atomic
-
-    write_bytes_atomic(path, encode_png(image))
-
-
 def _fuse_folder(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
-    """Fuse every pair without an output yet. Reading the next pair and writing the last output happen in a
-    thread of their own while the network runs (decoding and PNG compression release the GIL), instead of
-    between two pairs. A pair that cannot be read stops the run after the outputs before it are written."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Fuse every pair without an output yet, reading the next pair and writing the last output in the background
+    (:mod:`allinone.background_io`); a pair that cannot be read stops the run after the outputs before it."""
     from tqdm import tqdm
 
+    from degradations.io import write_png
     from degradations.pairs import find_pairs, load_pair, require_same_sizes
+
+    from ..background_io import run_with_background_io
 
     pairs = find_pairs(ir, vi)
     if args.align == "error":
         require_same_sizes(pairs)
     todo = [pair for pair in pairs if args.overwrite or not (out / f"{pair.name}.png").exists()]
     milliseconds: list[float] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="allinone-io") as io_thread:
-        loads = [io_thread.submit(load_pair, todo[0], args.align, args.ir_bits)] if todo else []
-        written = None
-        for index, pair in enumerate(tqdm(todo, desc="fuse", unit="pair", file=sys.stderr)):
-            ir_tensor, vi_tensor = loads[index].result()
-            if index + 1 < len(todo):
-                loads.append(io_thread.submit(load_pair, todo[index + 1], args.align, args.ir_bits))
-            loads[index] = None  # the tensors are ours now; do not keep every pair in memory
-            embedding = conditioner(pair.name, ir_tensor, vi_tensor)
-            fused = _fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds)
-            if written is not None:
-                written.result()  # a failed write stops the run here
-            written = io_thread.submit(_write_png, out / f"{pair.name}.png", fused)
-        if written is not None:
-            written.result()
+
+    def fuse(pair, tensors):
+        embedding = conditioner(pair.name, *tensors)
+        return _fuse_timed(pipeline, *tensors, embedding, args, milliseconds)
+
+    run_with_background_io(todo, lambda pair: load_pair(pair, args.align, args.ir_bits), fuse,
+                           lambda pair, fused: write_png(out / f"{pair.name}.png", fused),
+                           progress=lambda items: tqdm(items, desc="fuse", unit="pair", file=sys.stderr))
     return {"pairs": len(pairs), "count": len(todo), "skipped": len(pairs) - len(todo),
             "ms_per_pair_median": _median_ms(milliseconds)}
 
