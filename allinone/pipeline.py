@@ -166,6 +166,7 @@ class FusionPipeline:
                 raise FileNotFoundError(f"degradation=\"auto\" needs the degradation estimator, not found in "
                                         f"{self.estimator_path} (train one with scripts/train_estimator.py)")
             self._estimator = DegradationEstimator.from_pretrained(self.estimator_path, device=self.device)
+            self._estimator.crop_executor = self.model.prior_executor
         return self._estimator
 
     @property
@@ -207,20 +208,25 @@ class FusionPipeline:
     def use_threads(self, threads: int) -> int:
         """Run on ``threads`` CPU threads; returns the torch threads each stream of work gets.
 
-        From 2 threads on a CPU, the model's input priors (its denoising and dehazing images, which depend on
-        the input alone) run in a thread of their own while the network runs, and the two streams share the
-        threads: ``torch.set_num_threads`` is process-wide, so each gets ``threads // 2``. On the 2-core
-        machine of docs/BENCHMARKS.md this is faster than letting every operation use 2 threads, by far
-        (speed section). Output is the same either way. 1 thread, a model without priors, or a GPU: one stream.
+        From 2 threads on a CPU, a second thread takes work that depends on the input alone while this one
+        runs the network: the model's input priors (its denoising and dehazing images), and half the crops the
+        blind estimator reads. ``torch.set_num_threads`` is process-wide, so each of the two streams gets
+        ``threads // 2``. On the 2-core machine of docs/BENCHMARKS.md this is far faster than letting every
+        operation use 2 threads (speed section). Output is the same either way. 1 thread, a model without
+        priors, or a GPU: one stream.
         """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         concurrent = threads >= 2 and self.device.type == "cpu" and self.model.has_input_priors
-        if concurrent and self.model.prior_executor is None:
-            self.model.prior_executor = ThreadPoolExecutor(1, thread_name_prefix="allinone-priors")
-        elif not concurrent and self.model.prior_executor is not None:
-            self.model.prior_executor.shutdown()
-            self.model.prior_executor = None
+        worker = self.model.prior_executor
+        if concurrent and worker is None:
+            worker = ThreadPoolExecutor(1, thread_name_prefix="allinone-worker")
+        elif not concurrent and worker is not None:
+            worker.shutdown()
+            worker = None
+        self.model.prior_executor = worker
+        if self._estimator is not None:
+            self._estimator.crop_executor = worker
         per_stream = threads // 2 if concurrent else threads
         torch.set_num_threads(per_stream)
         return per_stream
@@ -251,16 +257,10 @@ class FusionPipeline:
         Returns:
             The fused batch, float in [0, 1], on the pipeline's device.
         """
-        if ir.dim() != 4 or vi.dim() != 4 or ir.shape[1] != 1 or vi.shape[1] not in (1, 3):
-            raise ValueError(f"expected ir (B, 1, H, W) and vi (B, 3 or 1, H, W), got {tuple(ir.shape)} "
-                             f"and {tuple(vi.shape)}")
-        if ir.shape[0] != vi.shape[0] or ir.shape[-2:] != vi.shape[-2:]:
-            raise ValueError(f"ir {tuple(ir.shape)} and vi {tuple(vi.shape)} differ in batch size or frame size")
-        device = self.device
-        ir, vi = ir.to(device, torch.float32), vi.to(device, torch.float32)
+        ir, vi = self._on_device(ir, vi)
         batch = ir.shape[0]
         embedding = condition if isinstance(condition, torch.Tensor) else self.model.embed(condition, 1)
-        embedding = embedding.to(device).expand(batch, -1)
+        embedding = embedding.to(self.device).expand(batch, -1)
 
         def fuse(ir_part: torch.Tensor, vi_part: torch.Tensor) -> torch.Tensor:
             return self.model(ir_part, vi_part, embedding)
@@ -269,6 +269,28 @@ class FusionPipeline:
         if tile is None:
             return fuse(ir, vi)
         return tiled_apply(fuse, ir, vi, tile=tile, overlap=overlap)
+
+    @torch.inference_mode()
+    def fuse_blind(
+        self, ir: torch.Tensor, vi: torch.Tensor, prompt: str | None = None, tile: int | None = None,
+        overlap: int = DEFAULT_OVERLAP,
+    ) -> tuple[torch.Tensor, dict[str, int]]:
+        """Fuse one pair (batch size 1) told what the blind estimator sees in it; returns (fused RGB, levels): the
+        output of ``fuse_tensors(ir, vi, make_condition(prompt, levels))``."""
+        ir, vi = self._on_device(ir, vi)
+        if ir.shape[0] != 1:
+            raise ValueError(f"fuse_blind fuses one pair, got a batch of {ir.shape[0]}")
+        levels = self.estimate_degradation(ir, vi)
+        return self.fuse_tensors(ir, vi, make_condition(prompt, levels), tile, overlap), levels
+
+    def _on_device(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ir`` (B, 1, H, W) and ``vi`` (B, 3 or 1, H, W) as float32 on the pipeline's device; checks shapes."""
+        if ir.dim() != 4 or vi.dim() != 4 or ir.shape[1] != 1 or vi.shape[1] not in (1, 3):
+            raise ValueError(f"expected ir (B, 1, H, W) and vi (B, 3 or 1, H, W), got {tuple(ir.shape)} "
+                             f"and {tuple(vi.shape)}")
+        if ir.shape[0] != vi.shape[0] or ir.shape[-2:] != vi.shape[-2:]:
+            raise ValueError(f"ir {tuple(ir.shape)} and vi {tuple(vi.shape)} differ in batch size or frame size")
+        return ir.to(self.device, torch.float32), vi.to(self.device, torch.float32)
 
     def __call__(
         self,
@@ -303,9 +325,9 @@ class FusionPipeline:
             if degradation == UNCONDITIONED:
                 warnings.warn(f"no blind degradation estimator in {self.estimator_path}: fusing unconditioned "
                               "(prompt= or degradation= tell the model what is wrong)", stacklevel=2)
-        if degradation == UNCONDITIONED:
-            degradation = None
-        elif degradation == AUTO:
-            degradation = self.estimate_degradation(ir_tensor, vi_tensor)
-        fused = self.fuse_tensors(ir_tensor, vi_tensor, make_condition(prompt, degradation), tile, overlap)
+        if degradation == AUTO:
+            fused, _ = self.fuse_blind(ir_tensor, vi_tensor, prompt, tile, overlap)
+        else:
+            condition = make_condition(prompt, None if degradation == UNCONDITIONED else degradation)
+            fused = self.fuse_tensors(ir_tensor, vi_tensor, condition, tile, overlap)
         return Image.fromarray(to_uint8(fused.cpu()))

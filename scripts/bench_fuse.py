@@ -13,8 +13,9 @@ degradation-label condition. Ours uses its threads as ``allinone fuse --threads 
 network runs on the other, each with 1 torch thread; the row "ours, one stream" runs everything in the
 calling thread with N torch threads, as every operation sharing the threads (the baselines run that way).
 With the blind degradation estimator (--estimator, default the shipped one; skipped when absent) a row
-"ours, blind" times what ``allinone fuse`` does when told nothing: the estimator reads the pair, then the
-model fuses it told those levels. Each method is warmed up first, and the methods
+"ours, blind" times what ``allinone fuse`` does when told nothing (FusionPipeline.fuse_blind): the estimator
+reads the pair (with 2 threads, while the model's input priors are computed in their thread), then the model
+fuses it told those levels. Each method is warmed up first, and the methods
 take turns within each repeat so that they share the machine's load. Absolute times depend on the machine
 and its load; the ratio of ours to a baseline from the same run is the number to quote. The header gives the
 load average and OMP_WAIT_POLICY: with 2 threads on cores that other processes share, OpenMP's default
@@ -44,9 +45,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion  # noqa: E402
 from allinone.conditioning import Condition  # noqa: E402
-from allinone.models.degradation_estimator import DegradationEstimator  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
-from allinone.pipeline import DEFAULT_ESTIMATOR, FusionPipeline, make_condition  # noqa: E402
+from allinone.pipeline import DEFAULT_ESTIMATOR, FusionPipeline  # noqa: E402
 from degradations.io import write_bytes_atomic  # noqa: E402
 from degradations.labels import label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="blind degradation estimator for the 'ours, blind' row (skipped when absent)")
     args = parser.parse_args(argv)
 
-    pipeline = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint))
+    pipeline = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint), estimator_path=args.estimator)
     one_stream = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint))  # never given a prior thread
     ir, vi, source = benchmark_pair(args.data)
     condition = Condition(labels=label_vector({"haze": 3})[None])
@@ -145,11 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     size = pipeline.model.num_parameters()
     params = {OURS: size, OURS_ONE_STREAM: size, "mean": 0, "max": 0, "laplacian": 0}
-    if (args.estimator / "config.json").is_file():
-        estimator = DegradationEstimator.from_pretrained(args.estimator)
-        methods[OURS_BLIND] = Method(lambda ir, vi: pipeline.model(
-            ir, vi, make_condition(degradation=estimator.estimate_levels(ir, vi))), pipeline.use_threads)
-        params[OURS_BLIND] = size + sum(p.numel() for p in estimator.parameters())
+    if pipeline.has_estimator:
+        methods[OURS_BLIND] = Method(lambda ir, vi: pipeline.fuse_blind(ir, vi)[0], pipeline.use_threads)
+        params[OURS_BLIND] = size + sum(p.numel() for p in pipeline.estimator.parameters())
     loaded_mib = peak_rss_mib()
     load_before = os.getloadavg()[0]
 

@@ -57,6 +57,17 @@ def test_estimate_is_the_expected_level_over_its_crops():
     top_row = logits[:3, :, haze].softmax(dim=-1).mean(dim=0)
     expected[:, haze] = (top_row * torch.arange(MAX_LEVEL + 1.0)).sum(dim=-1) / MAX_LEVEL
     torch.testing.assert_close(estimate, expected)
+    # Half the crops read in a second thread: the same probabilities, in inference mode as out of it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    in_line = model.crop_probabilities(ir, vi)
+    with ThreadPoolExecutor(1) as executor:
+        model.crop_executor = executor
+        threaded = model.crop_probabilities(ir, vi)
+        with torch.inference_mode():
+            inferred = model.crop_probabilities(ir, vi)
+    assert torch.equal(threaded[0], in_line[0]) and torch.equal(threaded[1], in_line[1])
+    assert torch.equal(inferred[0], in_line[0])
 
 
 def test_haze_is_judged_on_the_top_row_of_crops_and_the_rest_on_all():

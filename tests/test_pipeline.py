@@ -135,8 +135,23 @@ def test_told_nothing_the_pipeline_asks_the_blind_estimator_as_the_cli_does(chec
     assert np.array_equal(blind, np.asarray(pipe(ir, vi, degradation="haze:4")))  # what the estimator sees
     unconditioned = np.asarray(pipe(ir, vi, degradation="none"))
     assert not np.array_equal(blind, unconditioned)
-    told = pipe.fuse_tensors(image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi"), None)
-    assert np.array_equal(unconditioned, to_uint8(told))
+    ir_t, vi_t = image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi")
+    assert np.array_equal(unconditioned, to_uint8(pipe.fuse_tensors(ir_t, vi_t, None)))
+    # The shipped model has input priors, and on 2 threads the estimator reads half its crops in the second thread.
+    shipped = FusionPipeline.from_pretrained(DEFAULT_CHECKPOINT, text_encoder=encoder,
+                                             estimator_path=tmp_path / "estimator")
+    try:
+        for threads in (1, 2):
+            shipped.use_threads(threads)
+            assert (shipped.model.prior_executor is not None) == (threads == 2)
+            assert shipped.estimator.crop_executor is shipped.model.prior_executor
+            for tile in (None, 24):  # whole frame, and tiles (the priors then come with each tile)
+                fused, levels = shipped.fuse_blind(ir_t, vi_t, tile=tile, overlap=8)
+                assert levels == {"haze": 4}
+                expected = shipped.fuse_tensors(ir_t, vi_t, make_condition(degradation=levels), tile, overlap=8)
+                assert torch.equal(fused, expected)
+    finally:
+        shipped.use_threads(1)
     prompted = np.asarray(pipe(ir, vi, prompt="dense fog"))  # told something: no estimate
     assert "dense fog" in encoder.encoded and not np.array_equal(prompted, blind)
 

@@ -4,8 +4,8 @@ The kind of job follows from the inputs: two image files (the output is an image
 (pairs by file stem, the output is a folder of <stem>.png; existing outputs are skipped, so re-running
 an interrupted command resumes it) or two videos (the output is an .mp4 at the VIS frame rate, frames
 paired by timestamp, see :mod:`allinone.video`). A JSON summary of what was done is printed as the last
-line of stdout, and written to ``--summary`` when given; ``ms_per_pair_median`` times the network only
-(reading and writing excluded).
+line of stdout, and written to ``--summary`` when given; ``ms_per_pair_median`` times the network, and the blind
+estimator when it judges each pair (reading and writing excluded).
 """
 from __future__ import annotations
 
@@ -123,51 +123,55 @@ def _encode(image, suffix: str) -> bytes:
     return buffer.getvalue()
 
 
-def _fuse_timed(pipeline, ir, vi, embedding, args, milliseconds: list[float]):
-    from degradations.io import to_uint8
-
-    start = time.perf_counter()
-    fused = pipeline.fuse_tensors(ir, vi, embedding, tile=args.tile, overlap=args.overlap)
-    milliseconds.append(1000.0 * (time.perf_counter() - start))
-    return to_uint8(fused.cpu())
-
-
 def _median_ms(milliseconds: list[float]) -> float | None:
     return round(statistics.median(milliseconds), 3) if milliseconds else None
 
 
-class _Conditioner:
-    """The embedding each input is fused with: one for all, or, with ``--degradation auto``, one per input
-    from the levels the blind estimator sees in it (kept in ``estimates`` for the summary)."""
+class _Fuser:
+    """Fuses pairs with one condition for all or, with ``--degradation auto``, told what the blind estimator sees
+    in each (kept in ``estimates`` for the summary); times each call (``milliseconds``)."""
 
-    def __init__(self, pipeline, prompt: str | None, degradation) -> None:
+    def __init__(self, pipeline, args, degradation) -> None:
         from ..pipeline import AUTO, make_condition
 
-        self.pipeline, self.prompt = pipeline, prompt
+        self.pipeline, self.args = pipeline, args
         self.estimates: dict[str, dict[str, int]] | None = {} if degradation == AUTO else None
-        self.fixed = None if degradation == AUTO else pipeline.embed(make_condition(prompt, degradation), 1)
+        self.fixed = None if degradation == AUTO else pipeline.embed(make_condition(args.prompt, degradation), 1)
+        self.milliseconds: list[float] = []
 
     def __call__(self, name: str, ir, vi):
+        """The fused pair as an (H, W, 3) uint8 array."""
+        from degradations.io import to_uint8
+
+        start = time.perf_counter()
+        if self.estimates is None:
+            fused = self.pipeline.fuse_tensors(ir, vi, self.fixed, tile=self.args.tile, overlap=self.args.overlap)
+        else:
+            fused, self.estimates[name] = self.pipeline.fuse_blind(ir, vi, self.args.prompt, tile=self.args.tile,
+                                                                   overlap=self.args.overlap)
+        self.milliseconds.append(1000.0 * (time.perf_counter() - start))
+        return to_uint8(fused.cpu())
+
+    def embedding(self, name: str, ir, vi):
+        """The embedding to fuse many frames with: the fixed one, or what the estimator sees in ``ir``, ``vi``."""
         from ..pipeline import make_condition
 
         if self.estimates is None:
             return self.fixed
         levels = self.estimates[name] = self.pipeline.estimate_degradation(ir, vi)
-        return self.pipeline.embed(make_condition(self.prompt, levels), 1)
+        return self.pipeline.embed(make_condition(self.args.prompt, levels), 1)
 
 
-def _fuse_pair(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
+def _fuse_pair(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     from degradations.io import write_bytes_atomic
     from degradations.pairs import Pair, load_pair
 
     ir_tensor, vi_tensor = load_pair(Pair(vi.stem, ir, vi), args.align, args.ir_bits)
-    embedding = conditioner(vi.stem, ir_tensor, vi_tensor)
-    milliseconds: list[float] = []
-    write_bytes_atomic(out, _encode(_fuse_timed(pipeline, ir_tensor, vi_tensor, embedding, args, milliseconds), out.suffix))
-    return {"count": 1, "skipped": 0, "ms_per_pair_median": _median_ms(milliseconds)}
+    write_bytes_atomic(out, _encode(fuser(vi.stem, ir_tensor, vi_tensor), out.suffix))
+    return {"count": 1, "skipped": 0, "ms_per_pair_median": _median_ms(fuser.milliseconds)}
 
 
-def _fuse_folder(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
+def _fuse_folder(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     """Fuse every pair without an output yet, reading the next pair and writing the last output in the background
     (:mod:`allinone.background_io`); a pair that cannot be read stops the run after the outputs before it."""
     from tqdm import tqdm
@@ -181,32 +185,28 @@ def _fuse_folder(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> 
     if args.align == "error":
         require_same_sizes(pairs)
     todo = [pair for pair in pairs if args.overwrite or not (out / f"{pair.name}.png").exists()]
-    milliseconds: list[float] = []
-
-    def fuse(pair, tensors):
-        embedding = conditioner(pair.name, *tensors)
-        return _fuse_timed(pipeline, *tensors, embedding, args, milliseconds)
-
-    run_with_background_io(todo, lambda pair: load_pair(pair, args.align, args.ir_bits), fuse,
+    run_with_background_io(todo, lambda pair: load_pair(pair, args.align, args.ir_bits),
+                           lambda pair, tensors: fuser(pair.name, *tensors),
                            lambda pair, fused: write_png(out / f"{pair.name}.png", fused),
                            progress=lambda items: tqdm(items, desc="fuse", unit="pair", file=sys.stderr))
     return {"pairs": len(pairs), "count": len(todo), "skipped": len(pairs) - len(todo),
-            "ms_per_pair_median": _median_ms(milliseconds)}
+            "ms_per_pair_median": _median_ms(fuser.milliseconds)}
 
 
-def _fuse_video(pipeline, conditioner, args, ir: Path, vi: Path, out: Path) -> dict:
+def _fuse_video(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     from ..pipeline import image_to_tensor
     from ..video import first_frame, fuse_videos
 
-    embedding = conditioner.fixed
+    embedding = fuser.fixed
     if embedding is None:  # auto: judge the clip by its first pair of frames
         ir_first, vi_first = image_to_tensor(first_frame(ir), "ir"), image_to_tensor(first_frame(vi), "vi")
         if args.align == "resize" and ir_first.shape[-2:] != vi_first.shape[-2:]:
             from degradations.pairs import align_to
 
             ir_first = align_to(ir_first, tuple(vi_first.shape[-2:]))
-        embedding = conditioner(out.stem, ir_first, vi_first)
-    report = fuse_videos(pipeline, ir, vi, out, embedding, tile=args.tile, overlap=args.overlap, align=args.align)
+        embedding = fuser.embedding(out.stem, ir_first, vi_first)
+    report = fuse_videos(fuser.pipeline, ir, vi, out, embedding, tile=args.tile, overlap=args.overlap,
+                         align=args.align)
     median = round(report.pop("ms_per_frame_median"), 3)
     return {"count": report["output"]["frames_written"], "skipped": 0, "ms_per_pair_median": median, "video": report}
 
@@ -266,10 +266,10 @@ def run(args: argparse.Namespace) -> int:
             console.warning(f"no blind degradation estimator ({exc}); fusing unconditioned "
                             "(--degradation or --prompt tell the model what is wrong)")
             degradation = None
-    conditioner = _Conditioner(pipeline, args.prompt, degradation)
+    fuser = _Fuser(pipeline, args, degradation)
 
     fuse = {"pair": _fuse_pair, "folder": _fuse_folder, "video": _fuse_video}[mode]
-    done = fuse(pipeline, conditioner, args, ir, vi, out)
+    done = fuse(fuser, args, ir, vi, out)
     summary = {
         "command": "fuse",
         "mode": mode,
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         "output": str(out),
         **done,
         "condition": {"prompt": args.prompt, "degradation": degradation,
-                      **({"estimated": conditioner.estimates} if conditioner.estimates is not None else {})}
+                      **({"estimated": fuser.estimates} if fuser.estimates is not None else {})}
         if args.prompt or degradation is not None else None,
         "checkpoint": str(checkpoint),
         "device": device,

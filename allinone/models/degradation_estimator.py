@@ -19,6 +19,7 @@ frame size.
 """
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from allinone.models.serialization import config_from_dict, load_weights, read_config, save_model
+from allinone.models.worker import submit_in_callers_mode
 from degradations.labels import DEGRADATION_TYPES, MAX_LEVEL, levels_from_vector
 
 MODEL_TYPE = "allinone-degradation-estimator"
@@ -105,6 +107,9 @@ class DegradationEstimator(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
                 nn.init.zeros_(layer.bias)
+        # Where the second half of the crops is read while the calling thread reads the first half (see
+        # crop_probabilities); None: all in the calling thread.
+        self.crop_executor: Executor | None = None
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         vi = vi.expand(-1, 3, -1, -1) if vi.shape[1] == 1 else vi
@@ -116,12 +121,22 @@ class DegradationEstimator(nn.Module):
     @torch.no_grad()
     def crop_probabilities(self, ir: torch.Tensor, vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Level probabilities of each crop of ``crop_corners`` (crops, B, L, MAX_LEVEL + 1), and a (crops,)
-        mask of the crops in the top row, where a level camera sees farthest."""
+        mask of the crops in the top row, where a level camera sees farthest. With ``crop_executor`` set, half
+        the crops are read there (:mod:`allinone.models.worker`)."""
         crop = self.config.crop
         corners = crop_corners(*vi.shape[-2:], crop)
-        per_crop = torch.stack([self(ir[..., top:top + crop, left:left + crop],
-                                     vi[..., top:top + crop, left:left + crop]).softmax(dim=-1)
-                                for top, left in corners])
+
+        def read(part: list[tuple[int, int]]) -> list[torch.Tensor]:
+            return [self(ir[..., top:top + crop, left:left + crop], vi[..., top:top + crop, left:left + crop])
+                    .softmax(dim=-1) for top, left in part]
+
+        half = len(corners) // 2
+        if self.crop_executor is None or half == 0:
+            probabilities = read(corners)
+        else:  # each crop is read alone either way, so the probabilities are the same
+            second_half = submit_in_callers_mode(self.crop_executor, lambda: read(corners[half:]))
+            probabilities = read(corners[:half]) + second_half.result()
+        per_crop = torch.stack(probabilities)
         return per_crop, torch.tensor([top == corners[0][0] for top, _ in corners], device=per_crop.device)
 
     @torch.no_grad()

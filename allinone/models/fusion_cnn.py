@@ -64,6 +64,7 @@ from allinone.conditioning import TEXT_EMBED_DIM, Condition, DegradationEmbedder
 from allinone.models.dark_channel import dark_channel_dehaze
 from allinone.models.guided_filter import deband, smooth_below
 from allinone.models.serialization import config_from_dict, load_weights, read_config, save_model
+from allinone.models.worker import submit_in_callers_mode
 from degradations.labels import DEGRADATION_TYPES
 
 MODEL_TYPE = "allinone-fusion-cnn"
@@ -456,13 +457,7 @@ class FusionCNN(nn.Module):
         if self.prior_executor is None or not self.has_input_priors:
             priors = self.input_priors(vi)
             return lambda: priors
-        inference = torch.is_inference_mode_enabled()  # thread-local: the worker takes the caller's mode
-
-        def compute() -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            with torch.inference_mode(inference):
-                return self.input_priors(vi)
-
-        return self.prior_executor.submit(compute).result
+        return submit_in_callers_mode(self.prior_executor, lambda: self.input_priors(vi)).result
 
     def forward(
         self, ir: torch.Tensor, vi: torch.Tensor, embedding: torch.Tensor | Condition | None = None
