@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     parser.add_argument("--threads", type=_positive_int, default=min(2, os.cpu_count() or 1),
                         help="CPU threads in this process (default: %(default)s); from 2 up, fuse and demo run the "
-                             "model's input priors in a thread of their own while the network runs")
+                             "model's input priors and half the blind estimator's crops in a second thread")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"allinone.commands.{name}").register(subparsers)

@@ -14,8 +14,8 @@ network runs on the other, each with 1 torch thread; the row "ours, one stream" 
 calling thread with N torch threads, as every operation sharing the threads (the baselines run that way).
 With the blind degradation estimator (--estimator, default the shipped one; skipped when absent) a row
 "ours, blind" times what ``allinone fuse`` does when told nothing (FusionPipeline.fuse_blind): the estimator
-reads the pair (with 2 threads, while the model's input priors are computed in their thread), then the model
-fuses it told those levels. Each method is warmed up first, and the methods
+reads the pair (with 2 threads, half its crops in the second thread), then the model fuses it told those
+levels. Each method is warmed up first, and the methods
 take turns within each repeat so that they share the machine's load. Absolute times depend on the machine
 and its load; the ratio of ours to a baseline from the same run is the number to quote. The header gives the
 load average and OMP_WAIT_POLICY: with 2 threads on cores that other processes share, OpenMP's default
