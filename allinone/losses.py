@@ -122,6 +122,10 @@ def sobel_magnitude(image: torch.Tensor) -> torch.Tensor:
     return kornia.filters.spatial_gradient(image, mode="sobel", normalized=False).abs().sum(dim=2)
 
 
+def _gradient_l1(fused_y: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
+    return _reduce(_image_mean((sobel_magnitude(fused_y) - target).abs()), reduction)
+
+
 def max_gradient_loss(
     fused_y: torch.Tensor, ir: torch.Tensor, vi_y: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -130,8 +134,26 @@ def max_gradient_loss(
     The per-pixel strongest edge of either source is the texture target, so fine detail of
     both modalities survives fusion. ``|grad|`` is :func:`sobel_magnitude`.
     """
-    target = torch.maximum(sobel_magnitude(ir), sobel_magnitude(vi_y))
-    return _reduce(_image_mean((sobel_magnitude(fused_y) - target).abs()), reduction)
+    return _gradient_l1(fused_y, torch.maximum(sobel_magnitude(ir), sobel_magnitude(vi_y)), reduction)
+
+
+def max_image_gradient_loss(
+    fused_y: torch.Tensor, ir: torch.Tensor, vi_y: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """Texture loss ``L1(|grad F|, |grad max(IR, VIS_Y)|)``, inputs ``(B, 1, H, W)``.
+
+    The edges of the per-pixel max image, the target of :func:`max_intensity_loss`, so the texture and
+    intensity targets agree. With :func:`max_gradient_loss` they conflict wherever the weaker-intensity
+    source has the stronger edge: leaves bright in the IR against a cold sky, under a bright daylight sky,
+    ask for edges between two regions that the intensity target wants equally bright, and the network
+    draws them by darkening the gaps (dark specks in foliage, IR wires as white lines across a VIS sky).
+    IR detail still comes through wherever the IR is the brighter source.
+    """
+    return _gradient_l1(fused_y, sobel_magnitude(torch.maximum(ir, vi_y)), reduction)
+
+
+# FusionLoss's choices for the texture target of its "gradient" term.
+GRADIENT_TARGETS = ("strongest_source", "max_image", "max_image_when_clean")
 
 
 def _ssim_dissimilarity(a: torch.Tensor, b: torch.Tensor, window_size: int, structure_only: bool = False
@@ -339,6 +361,13 @@ class FusionLoss(nn.Module):
         weights: term weights and per-degradation multipliers (defaults if None).
         perceptual: optional LPIPS module (e.g. from :func:`build_perceptual_loss`).
         dark_threshold: luminance below which :func:`dark_region_mask` marks a region dark.
+        gradient_target: the texture target of the ``gradient`` term, one of ``GRADIENT_TARGETS``:
+            ``"strongest_source"`` (:func:`max_gradient_loss`, SeAFusion), ``"max_image"``
+            (:func:`max_image_gradient_loss`), or ``"max_image_when_clean"``: the max image for clean
+            samples (all-zero labels), the strongest source for degraded ones, whose per-degradation
+            weights lean on the IR's edges where the VIS lost its own (``"max_image"`` for every sample
+            collapses the output told lowlight, whose weights ask for the IR's intensity, not the max;
+            docs/BENCHMARKS.md).
     """
 
     def __init__(
@@ -346,11 +375,26 @@ class FusionLoss(nn.Module):
         weights: LossWeights | None = None,
         perceptual: PerceptualLoss | None = None,
         dark_threshold: float = 0.2,
+        gradient_target: str = "strongest_source",
     ) -> None:
         super().__init__()
+        if gradient_target not in GRADIENT_TARGETS:
+            raise ValueError(f"gradient_target must be one of {', '.join(GRADIENT_TARGETS)}, got {gradient_target!r}")
+        self.gradient_target = gradient_target
         self.weights = weights if weights is not None else LossWeights()
         self.perceptual = perceptual
         self.dark_threshold = dark_threshold
+
+    def _gradient(self, fused_y: torch.Tensor, ir: torch.Tensor, vi_y: torch.Tensor, labels: torch.Tensor
+                  ) -> torch.Tensor:
+        """The per-image ``gradient`` term (B,) under ``gradient_target``."""
+        if self.gradient_target == "strongest_source":
+            return max_gradient_loss(fused_y, ir, vi_y, reduction="none")
+        max_image = max_image_gradient_loss(fused_y, ir, vi_y, reduction="none")
+        if self.gradient_target == "max_image":
+            return max_image
+        clean = (labels == 0).all(dim=1)
+        return torch.where(clean, max_image, max_gradient_loss(fused_y, ir, vi_y, reduction="none"))
 
     def forward(
         self,
@@ -394,7 +438,7 @@ class FusionLoss(nn.Module):
         term_fns = {
             "intensity": lambda: illumination_intensity_loss(fused_y, ir, vi_y, w_ir, w_vi, reduction="none"),
             "max_intensity": lambda: max_intensity_loss(fused_y, ir, vi_y, reduction="none"),
-            "gradient": lambda: max_gradient_loss(fused_y, ir, vi_y, reduction="none"),
+            "gradient": lambda: self._gradient(fused_y, ir, vi_y, labels),
             # Structure only: with SSIM's luminance factor, a region bright in one source and dark in
             # the other (a saturated sky over a cold IR sky) is pulled toward a grey in between,
             # since that halves both luminance penalties; brightness is the intensity terms' job.

@@ -31,7 +31,7 @@ from degradations.dataset import DEFAULT_RECIPES, TripletDataset
 
 from .conditioning import Condition, drop_condition
 from .loss_config import TERMS, LossWeights
-from .losses import FusionLoss
+from .losses import GRADIENT_TARGETS, FusionLoss
 from .models.fusion_cnn import FusionCNN
 
 log = logging.getLogger("allinone")
@@ -72,6 +72,11 @@ class TrainConfig:
     # clean target and the degraded input, as PIAFusion judges its input: a synthetic night leans on
     # the IR as a real one does, while a haze veil that brightens the input moves nothing to the VIS).
     illumination_from: str = "clean"
+    # The texture target of the gradient term (allinone.losses.GRADIENT_TARGETS): "strongest_source", the
+    # stronger Sobel edge of the two sources (SeAFusion; stages 1 to 5), "max_image", the edges of the
+    # per-pixel max image that the max-intensity term asks for, or "max_image_when_clean", the max image for
+    # clean samples only (configs/finetune_texture.json, a sixth stage tried and not shipped: docs/BENCHMARKS.md).
+    gradient_target: str = "strongest_source"
     log_every: int = 10
     save_every: int = 200
 
@@ -91,6 +96,9 @@ class TrainConfig:
         if self.illumination_from not in ILLUMINATION_SOURCES:
             raise ValueError(f"illumination_from must be one of {', '.join(ILLUMINATION_SOURCES)}, "
                              f"got {self.illumination_from!r}")
+        if self.gradient_target not in GRADIENT_TARGETS:
+            raise ValueError(f"gradient_target must be one of {', '.join(GRADIENT_TARGETS)}, "
+                             f"got {self.gradient_target!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,7 +173,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
         raise ValueError("init_changes grows the init_from model; set init_from too")
     model = (FusionCNN.from_pretrained(cfg.init_from, **cfg.init_changes).train() if cfg.init_from
              else FusionCNN(cfg.model))
-    criterion = FusionLoss(LossWeights.from_dict(cfg.loss))
+    criterion = FusionLoss(LossWeights.from_dict(cfg.loss), gradient_target=cfg.gradient_target)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     step = 0

@@ -28,6 +28,7 @@ from allinone.losses import (
     illumination_weights,
     max_entropy_loss,
     max_gradient_loss,
+    max_image_gradient_loss,
     max_intensity_loss,
     rgb_to_y_cbcr,
     ssim_loss,
@@ -118,6 +119,41 @@ def test_max_gradient_loss_zero_when_fused_is_the_dominant_source():
     clean = max_gradient_loss(ir, ir, vi)
     assert max_gradient_loss(_add_noise(ir), ir, vi) > clean + 0.05
     assert max_gradient_loss(_blur(ir), ir, vi) > clean + 0.05
+
+
+def test_max_image_gradient_loss_asks_for_the_edges_of_the_max_intensity_target():
+    # Dim IR texture under a flat bright VIS (a cold, leafy IR under a daylight sky): the max image is the
+    # flat VIS, so the max-image target asks for no edges there, while the strongest-source target asks
+    # for the IR's, which no output equal to the intensity target can give.
+    ir = 0.1 + 0.3 * _texture(seed=4)
+    vi = torch.full_like(ir, 0.8)
+    target = torch.maximum(ir, vi)
+    assert max_image_gradient_loss(target, ir, vi).item() == 0.0
+    assert max_gradient_loss(target, ir, vi) > 0.05
+    # Where the IR is the brighter source, its edges are the target under both.
+    bright_ir = 0.5 + 0.5 * _texture(seed=4)
+    dim_vi = torch.full_like(ir, 0.2)
+    assert max_image_gradient_loss(bright_ir, bright_ir, dim_vi).item() == 0.0
+    assert max_image_gradient_loss(_blur(bright_ir), bright_ir, dim_vi) > 0.05
+
+
+def test_fusion_loss_gradient_target_selects_the_texture_term():
+    fused, ir, vis = _fusion_batch()
+    labels = torch.zeros(2, len(DEGRADATION_TYPES))
+    vi_y, _ = rgb_to_y_cbcr(vis)
+    fused_y, _ = rgb_to_y_cbcr(fused)
+    for target, term in (("strongest_source", max_gradient_loss), ("max_image", max_image_gradient_loss)):
+        _, terms = FusionLoss(gradient_target=target)(fused, ir, vis, labels)
+        torch.testing.assert_close(terms["gradient"], term(fused_y, ir, vi_y))
+    # "max_image_when_clean": the first sample is clean, the second degraded.
+    labels = torch.stack([label_vector({}), label_vector({"haze": 3})])
+    _, terms = FusionLoss(gradient_target="max_image_when_clean")(fused, ir, vis, labels)
+    clean = max_image_gradient_loss(fused_y, ir, vi_y, reduction="none")[0]
+    degraded = max_gradient_loss(fused_y, ir, vi_y, reduction="none")[1]
+    torch.testing.assert_close(terms["gradient"], (clean + degraded) / 2)
+    assert not torch.isclose(clean, max_gradient_loss(fused_y, ir, vi_y, reduction="none")[0])
+    with pytest.raises(ValueError, match="gradient_target"):
+        FusionLoss(gradient_target="mean")
 
 
 def test_structure_only_ssim_ignores_local_means_full_ssim_does_not():

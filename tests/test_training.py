@@ -163,6 +163,22 @@ def test_config_rejects_an_unknown_illumination_source():
         TrainConfig(illumination_from="reference")
 
 
+def test_config_rejects_an_unknown_gradient_target():
+    with pytest.raises(ValueError, match="gradient_target"):
+        TrainConfig(gradient_target="mean")
+
+
+def test_gradient_target_reaches_the_loss(data, tmp_path):
+    def first_gradient(target):
+        cfg = _cfg(data, 1)
+        cfg.gradient_target = target
+        train(cfg, tmp_path / target, device="cpu")
+        return float(next(csv.DictReader((tmp_path / target / "loss_log.csv").open()))["gradient"])
+
+    # Same seed, data and weights: only the texture target differs (the max image has fewer edges).
+    assert first_gradient("max_image") != pytest.approx(first_gradient("strongest_source"), rel=1e-3)
+
+
 def test_illumination_from_darker_reweights_the_intensity_term_of_a_night_sample(data, tmp_path):
     def first_intensity(source):
         cfg = _cfg(data, 1)
