@@ -1,14 +1,17 @@
-"""Figure of the fusion model on a synthetic night pair and a real hazy pair.
+"""Figure of the fusion model on a clean daylight pair, a synthetic night pair and a real hazy pair.
 
 Usage:
     python scripts/make_figure.py --checkpoint checkpoints/fusion_cnn -o docs/images/fusion_examples.png
         [--data ../shared/data/eval] [--seed 0] [--tile-width 400]
 
-Row 1: the MSRS day pair 00055D (eval/msrs_test) turned into a night pair by the 'night' recipe at
+Row 1: the clean RoadScene pair FLIR_05044 (power lines across a daylight sky, bright in the IR), ours told
+the pair is clean; its last column is max-select, the strong baseline on clean pairs.
+Row 2: the MSRS day pair 00055D (eval/msrs_test) turned into a night pair by the 'night' recipe at
 level 4 (plan seeded by ``item_seed(--seed, "00055D", "night", 4)``); the clean day VIS is the reference.
-Row 2: the real hazy pair haze_1 of eval/degraded_awfusion_haze, with its clean VIS reference gt_vi.
-Columns: degraded VIS input, IR input, Laplacian-pyramid baseline, ours conditioned on the true
-degradation labels, clean VIS reference. Each tile has its label on top; the PNG is written atomically.
+Row 3: the real hazy pair haze_1 of eval/degraded_awfusion_haze, with its clean VIS reference gt_vi.
+Columns: VIS input, IR input, Laplacian-pyramid baseline, ours conditioned on the true degradation labels,
+and the clean VIS reference (max-select in the clean row). Each tile has its label on top; the PNG is
+written atomically.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from allinone.baselines import laplacian_pyramid_fusion  # noqa: E402
+from allinone.baselines import laplacian_pyramid_fusion, max_fusion  # noqa: E402
 from allinone.conditioning import Condition  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from degradations.io import to_uint8, write_bytes_atomic  # noqa: E402
@@ -35,6 +38,7 @@ from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
+CLEAN_SUBSET, CLEAN_PAIR = "roadscene", "FLIR_05044"
 NIGHT_SUBSET, NIGHT_PAIR, NIGHT_RECIPE, NIGHT_LEVEL = "msrs_test", "00055D", "night", 4
 HAZE_SUBSET, HAZE_PAIR, HAZE_LEVELS = "degraded_awfusion_haze", "haze_1", {"haze": 5}  # level 5: calibrated to this fog
 LABEL_HEIGHT_FRACTION = 0.08  # label strip height relative to the tile width
@@ -44,13 +48,15 @@ BACKGROUND, TEXT_COLOUR = (255, 255, 255), (0, 0, 0)
 
 @dataclass
 class Row:
-    """One example: degraded inputs, the true degradation levels, the clean VIS reference, a caption."""
+    """One example: inputs, their true degradation levels ({} for a clean pair), a caption, and what the last
+    column shows."""
 
     caption: str
     ir: torch.Tensor
     vi: torch.Tensor
     levels: dict[str, int]
-    clean_vi: torch.Tensor
+    reference: torch.Tensor
+    reference_label: str = "clean VIS reference"
 
 
 def pair_named(folder: Path, name: str, ir_dir: str = "ir", vi_dir: str = "vi") -> Pair:
@@ -58,6 +64,11 @@ def pair_named(folder: Path, name: str, ir_dir: str = "ir", vi_dir: str = "vi") 
     if name not in pairs:
         raise SystemExit(f"pair {name} not found in {folder}")
     return pairs[name]
+
+
+def clean_row(data: Path) -> Row:
+    ir, vi = load_pair(pair_named(data / CLEAN_SUBSET, CLEAN_PAIR), "resize", None)
+    return Row(f"clean (RoadScene {CLEAN_PAIR})", ir, vi, {}, max_fusion(ir, vi), "max-select")
 
 
 def night_row(data: Path, seed: int) -> Row:
@@ -92,12 +103,13 @@ def row_tiles(model: FusionCNN, row: Row, width: int, font: ImageFont.FreeTypeFo
         ours = model(row.ir, row.vi, condition)
         baseline = laplacian_pyramid_fusion(row.ir, row.vi)
     spec = ", ".join(f"{name}:{level}" for name, level in row.levels.items())
+    ours_label = f"ours, conditioned on {spec}" if spec else "ours, told the pair is clean"
     images = [
         (row.vi, f"VIS input: {row.caption}"),
         (row.ir, "IR input"),
         (baseline, "Laplacian pyramid"),
-        (ours, f"ours, conditioned on {spec}"),
-        (row.clean_vi, "clean VIS reference"),
+        (ours, ours_label),
+        (row.reference, row.reference_label),
     ]
     return [labelled_tile(image, label, width, font) for image, label in images]
 
@@ -129,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = FusionCNN.from_pretrained(args.checkpoint)
     # The label font scales with the tile; long labels must fit a tile, hence about 1/24 of its width.
     font = ImageFont.load_default(size=max(8, args.tile_width // 24))
-    rows = [night_row(args.data, args.seed), haze_row(args.data)]
+    rows = [clean_row(args.data), night_row(args.data, args.seed), haze_row(args.data)]
     figure = compose([row_tiles(model, row, args.tile_width, font) for row in rows])
     buffer = io.BytesIO()
     figure.save(buffer, format="PNG", optimize=True)

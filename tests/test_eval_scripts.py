@@ -153,13 +153,14 @@ def test_bench_fuse_reports_every_method(checkpoint, data_root, tmp_path):
     assert "| ours |" in result.stdout and "peak resident memory" in result.stdout
 
 
-def test_make_figure_writes_a_two_row_grid(checkpoint, data_root, tmp_path):
+def test_make_figure_writes_a_three_row_grid(checkpoint, data_root, tmp_path):
     output = tmp_path / "figure.png"
     run_script("make_figure.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "-o", output,
                "--tile-width", "120")
     with Image.open(output) as figure:
-        # 5 tiles of 120 px, 4 px apart; each 640x480 image becomes 120x90 under a 10 px label strip.
-        assert figure.size == (5 * 120 + 4 * 4, 2 * (10 + 90) + 4)
+        # 5 tiles of 120 px, 4 px apart, each under a 10 px label strip: the 417x218 RoadScene pair becomes
+        # 120x63, the two 640x480 pairs (night, haze) 120x90.
+        assert figure.size == (5 * 120 + 4 * 4, (10 + 63) + 2 * (10 + 90) + 2 * 4)
         assert figure.mode == "RGB"
 
 
