@@ -75,7 +75,7 @@ class TrainConfig:
     # The texture target of the gradient term (allinone.losses.GRADIENT_TARGETS): "strongest_source", the
     # stronger Sobel edge of the two sources (SeAFusion; stages 1 to 5), "max_image", the edges of the
     # per-pixel max image that the max-intensity term asks for, or "max_image_when_clean", the max image for
-    # clean samples only (configs/finetune_texture.json, a sixth stage tried and not shipped: docs/BENCHMARKS.md).
+    # clean samples only (stage 6, configs/finetune_texture.json; docs/BENCHMARKS.md says why not the others).
     gradient_target: str = "strongest_source"
     log_every: int = 10
     save_every: int = 200
