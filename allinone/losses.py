@@ -152,19 +152,33 @@ def max_image_gradient_loss(
     return _gradient_l1(fused_y, sobel_magnitude(torch.maximum(ir, vi_y)), reduction)
 
 
+# The SSIM data range of the evaluation convention (allinone.metrics.ssim_fusion: data range 2 on 0..255
+# images) on this module's 0..1 scale. With it C2 is (0.06 / 255)^2: a window where one image varies by a
+# grey level and the other is flat scores near 0, so the structure of flat and nearly flat regions counts
+# (a third of the clean eval area), where L = 1 counts nothing below ~8 grey levels.
+EVALUATION_SSIM_DATA_RANGE = 2.0 / 255.0
+
 # FusionLoss's choices for the texture target of its "gradient" term.
 GRADIENT_TARGETS = ("strongest_source", "max_image", "max_image_when_clean")
 
 
-def _ssim_dissimilarity(a: torch.Tensor, b: torch.Tensor, window_size: int, structure_only: bool = False
-                        ) -> torch.Tensor:
+def _ssim_dissimilarity(a: torch.Tensor, b: torch.Tensor, window_size: int, structure_only: bool = False,
+                        data_range: float = 1.0) -> torch.Tensor:
     """Per-image ``1 - mean SSIM`` ``(B,)`` with a Gaussian window (sigma 1.5, reflect padding).
 
     The same map as ``kornia.metrics.ssim``, but the five local moments go through one separable
     Gaussian blur: 5x faster than kornia's 2D window, which dominated the training step on a CPU.
     ``structure_only`` drops the luminance factor and keeps contrast x structure (as MEF-SSIM does).
+    ``data_range`` L sets the constants C1 = (0.01 L)^2, C2 = (0.03 L)^2; variations well below 0.03 L
+    barely count (see :data:`EVALUATION_SSIM_DATA_RANGE`).
     """
-    c1, c2 = 0.01**2, 0.03**2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    if structure_only:
+        # Contrast and structure do not depend on the means, so remove each image's mean first: with a
+        # small data range the local variances must be resolved well below one 8-bit level squared
+        # (~1.5e-5), and E[x^2] - E[x]^2 of uncentred values near 1 loses that to float32 rounding.
+        a = a - a.mean(dim=(-2, -1), keepdim=True)
+        b = b - b.mean(dim=(-2, -1), keepdim=True)
     moments = kornia.filters.gaussian_blur2d(
         torch.cat([a, b, a * a, b * b, a * b], dim=1), (window_size, window_size), (1.5, 1.5), border_type="reflect")
     mu_a, mu_b, aa, bb, ab = moments.split(a.shape[1], dim=1)
@@ -368,6 +382,9 @@ class FusionLoss(nn.Module):
             weights lean on the IR's edges where the VIS lost its own (``"max_image"`` for every sample
             collapses the output told lowlight, whose weights ask for the IR's intensity, not the max;
             docs/BENCHMARKS.md).
+        ssim_data_range: the data range L of the two SSIM terms (constants (0.01 L)^2, (0.03 L)^2);
+            :data:`EVALUATION_SSIM_DATA_RANGE` makes them count sub-grey-level structure as the
+            evaluation does.
     """
 
     def __init__(
@@ -376,8 +393,12 @@ class FusionLoss(nn.Module):
         perceptual: PerceptualLoss | None = None,
         dark_threshold: float = 0.2,
         gradient_target: str = "strongest_source",
+        ssim_data_range: float = 1.0,
     ) -> None:
         super().__init__()
+        if not ssim_data_range > 0:
+            raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range!r}")
+        self.ssim_data_range = ssim_data_range
         if gradient_target not in GRADIENT_TARGETS:
             raise ValueError(f"gradient_target must be one of {', '.join(GRADIENT_TARGETS)}, got {gradient_target!r}")
         self.gradient_target = gradient_target
@@ -442,8 +463,10 @@ class FusionLoss(nn.Module):
             # Structure only: with SSIM's luminance factor, a region bright in one source and dark in
             # the other (a saturated sky over a cold IR sky) is pulled toward a grey in between,
             # since that halves both luminance penalties; brightness is the intensity terms' job.
-            "ssim_ir": lambda: _ssim_dissimilarity(fused_y, ir, window_size=11, structure_only=True),
-            "ssim_vi": lambda: _ssim_dissimilarity(fused_y, vi_y, window_size=11, structure_only=True),
+            "ssim_ir": lambda: _ssim_dissimilarity(fused_y, ir, window_size=11, structure_only=True,
+                                                   data_range=self.ssim_data_range),
+            "ssim_vi": lambda: _ssim_dissimilarity(fused_y, vi_y, window_size=11, structure_only=True,
+                                                   data_range=self.ssim_data_range),
             "color": lambda: color_consistency_loss(fused_rgb, vis_rgb, reduction="none"),
             "exposure": lambda: exposure_control_loss(fused_y, reduction="none"),
             "brightness": lambda: brightness_consistency_loss(

@@ -77,6 +77,9 @@ class TrainConfig:
     # per-pixel max image that the max-intensity term asks for, or "max_image_when_clean", the max image for
     # clean samples only (stage 6, configs/finetune_texture.json; docs/BENCHMARKS.md says why not the others).
     gradient_target: str = "strongest_source"
+    # The data range of the SSIM loss terms (FusionLoss.ssim_data_range): 1.0 (stages 1 to 6) ignores
+    # structure below ~8 grey levels; allinone.losses.EVALUATION_SSIM_DATA_RANGE (2 / 255) counts it.
+    ssim_data_range: float = 1.0
     log_every: int = 10
     save_every: int = 200
 
@@ -99,6 +102,8 @@ class TrainConfig:
         if self.gradient_target not in GRADIENT_TARGETS:
             raise ValueError(f"gradient_target must be one of {', '.join(GRADIENT_TARGETS)}, "
                              f"got {self.gradient_target!r}")
+        if not self.ssim_data_range > 0:
+            raise ValueError(f"ssim_data_range must be positive, got {self.ssim_data_range!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,7 +178,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
         raise ValueError("init_changes grows the init_from model; set init_from too")
     model = (FusionCNN.from_pretrained(cfg.init_from, **cfg.init_changes).train() if cfg.init_from
              else FusionCNN(cfg.model))
-    criterion = FusionLoss(LossWeights.from_dict(cfg.loss), gradient_target=cfg.gradient_target)
+    criterion = FusionLoss(LossWeights.from_dict(cfg.loss), gradient_target=cfg.gradient_target,
+                           ssim_data_range=cfg.ssim_data_range)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     step = 0

@@ -124,6 +124,22 @@ def test_output_starts_as_a_soft_max_select_on_smooth_images():
     assert to_max < to_mean and to_max < 0.05
 
 
+def test_full_resolution_chroma_keeps_the_pixel_level_colour_of_the_vis(tmp_path):
+    """At init the output keeps the VIS where it is the brighter source; its chroma comes through whole
+    at full resolution and averaged over 2x2 blocks otherwise."""
+    model = _model().eval()
+    model.save_pretrained(tmp_path)
+    full = FusionCNN.from_pretrained(tmp_path, full_resolution_chroma=True)
+    assert full.config.full_resolution_chroma and not model.config.full_resolution_chroma
+    ir = torch.zeros(1, 1, 32, 48)  # a cold IR: the VIS is the brighter source everywhere
+    vi = 0.4 + 0.4 * _rand(1, 3, 32, 48, seed=3)  # colour changing from pixel to pixel
+    with torch.inference_mode():
+        chroma_error_full = (rgb_to_ycbcr(full(ir, vi)) - rgb_to_ycbcr(vi))[:, 1:].abs().mean()
+        chroma_error_half = (rgb_to_ycbcr(model(ir, vi)) - rgb_to_ycbcr(vi))[:, 1:].abs().mean()
+    assert chroma_error_full < 0.2 * chroma_error_half  # 2x2 means lose the pixel-level chroma
+    assert torch.equal(full.state_dict()["smooth_head.weight"], model.state_dict()["smooth_head.weight"])
+
+
 def test_smooth_select_is_the_smooth_maximum_and_tends_to_max_select():
     a, b = _rand(2, 1, 16, 16).double(), _rand(2, 1, 16, 16, seed=1).double()
     zero = torch.zeros_like(a)

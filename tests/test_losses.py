@@ -164,6 +164,40 @@ def test_structure_only_ssim_ignores_local_means_full_ssim_does_not():
     assert ssim_loss(_add_noise(ir), ir, vi, w_ir=1.0, w_vi=0.0, window_size=5, structure_only=True) > 0.05
 
 
+def test_ssim_data_range_decides_whether_sub_level_structure_counts():
+    # A flat target window against an output that departs from it by one 8-bit level here and there.
+    flat = torch.full((1, 1, 32, 32), 0.6)
+    speckled = flat + (torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.8) / 255.0
+    coarse = losses._ssim_dissimilarity(speckled, flat, window_size=7, structure_only=True)
+    fine = losses._ssim_dissimilarity(speckled, flat, window_size=7, structure_only=True,
+                                      data_range=losses.EVALUATION_SSIM_DATA_RANGE)
+    assert coarse.item() < 0.01  # L = 1: invisible
+    assert fine.item() > 0.9  # the evaluation convention: the window's structure is gone
+    # Exactly reproducing the flat target costs nothing under either range.
+    assert losses._ssim_dissimilarity(flat, flat, 7, True, losses.EVALUATION_SSIM_DATA_RANGE).item() == 0.0
+
+
+def test_structure_only_ssim_is_exact_for_sub_level_variations_in_float32():
+    # Centring before the moments: float32 must agree with float64 on one-level variations near white.
+    base = 0.9 + torch.randint(0, 3, (2, 1, 24, 24), generator=torch.Generator().manual_seed(1)) / 255.0
+    other = base + torch.randint(0, 2, base.shape, generator=torch.Generator().manual_seed(2)) / 255.0
+    range_ = losses.EVALUATION_SSIM_DATA_RANGE
+    single = losses._ssim_dissimilarity(other, base, 7, True, range_)
+    double = losses._ssim_dissimilarity(other.double(), base.double(), 7, True, range_)
+    torch.testing.assert_close(single.double(), double, atol=1e-4, rtol=0)
+
+
+def test_fusion_loss_ssim_data_range_reaches_the_ssim_terms():
+    fused, ir, vis = _fusion_batch()
+    labels = torch.zeros(2, len(DEGRADATION_TYPES))
+    fused_y, _ = rgb_to_y_cbcr(fused)
+    _, terms = FusionLoss(ssim_data_range=0.1)(fused, ir, vis, labels)
+    expected = losses._ssim_dissimilarity(fused_y, ir, 11, structure_only=True, data_range=0.1).mean()
+    torch.testing.assert_close(terms["ssim_ir"], expected)
+    with pytest.raises(ValueError, match="ssim_data_range"):
+        FusionLoss(ssim_data_range=0.0)
+
+
 def test_ssim_loss_zero_for_identical_and_grows_with_noise():
     ir, vi = _texture(seed=4), _texture(seed=5)
     assert ssim_loss(ir, ir, ir).abs().item() < 1e-4

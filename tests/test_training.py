@@ -1,6 +1,7 @@
 """A few real training steps on tiny synthetic pairs: loss log, weights, resume, refusals."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,6 +167,18 @@ def test_config_rejects_an_unknown_illumination_source():
 def test_config_rejects_an_unknown_gradient_target():
     with pytest.raises(ValueError, match="gradient_target"):
         TrainConfig(gradient_target="mean")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json")),
+                         ids=lambda path: path.name)
+def test_every_shipped_recipe_is_a_valid_training_config(path):
+    cfg = TrainConfig.from_file(path)
+    assert cfg.steps > 0 and cfg.recipes
+
+
+def test_config_rejects_a_non_positive_ssim_data_range():
+    with pytest.raises(ValueError, match="ssim_data_range"):
+        TrainConfig(ssim_data_range=0.0)
 
 
 def test_gradient_target_reaches_the_loss(data, tmp_path):

@@ -24,7 +24,9 @@ curve brightens dark regions (alpha > 0) or tames glare (alpha < 0); the luma ga
 enhanced VIS and the IR; ``detail`` also removes noise, rain and blur. ``C_vis`` is the VIS chroma at half
 resolution (2x2 mean, as in 4:2:0); the chroma gain g pulls it toward neutral (noise, colour of a haze veil)
 or re-saturates it (haze, low light) and ``offset`` removes colour casts, so the degraded chroma is not
-copied. The maps alpha, k, w, g, offset are smooth: predicted at 1/4 resolution and upsampled bilinearly (h
+copied. With ``full_resolution_chroma`` C_vis is the VIS chroma itself, so where the output keeps the VIS luma
+it keeps the VIS pixels exactly (the 2x2 means change how R, G and B round to 8 bits, and with them the
+luma). The maps alpha, k, w, g, offset are smooth: predicted at 1/4 resolution and upsampled bilinearly (h
 and d too); ``detail`` is predicted at 1/2 resolution, four sub-pixels per position, and pixel-shuffled to full
 resolution (as in FFDNet).
 
@@ -130,6 +132,11 @@ class FusionCNNConfig:
     # Blend an edge-preserving smoothing of the VIS (a self-guided filter that flattens variations below about
     # this many 8-bit grey levels) into the VIS by a predicted per-pixel amount, where the network sees noise.
     denoise_levels: float = 0.0
+    # Restore chroma at full resolution instead of from the 2x2 means of the VIS chroma (4:2:0). Each 8-bit
+    # output channel then rounds like the VIS channel it comes from, so an output that keeps the VIS luma
+    # keeps the VIS pixels exactly; from 2x2 means, R, G and B round differently and the luma recomputed from
+    # them departs from the VIS luma by a grey level here and there (docs/BENCHMARKS.md, SSIM section).
+    full_resolution_chroma: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or len(self.depths) != len(self.widths):
@@ -513,14 +520,17 @@ class FusionCNN(nn.Module):
         detail = F.pixel_shuffle(self.detail_head(x), 2)
         luma = (smooth_select(ir, enhanced, logit, sharpness) + detail).clamp(0.0, 1.0)
 
-        # Chroma at 1/2 resolution, centred on neutral: C = g * C_vis + offset.
-        chroma_gain, offset = resample(smooth[:, 4:], 2.0).split(2, dim=1)
-        vis_chroma = apply_colour_matrix(self.rgb_to_chroma, half_mean(vis_rgb))
+        # Chroma at 1/2 (or full) resolution, centred on neutral: C = g * C_vis + offset.
+        full = self.config.full_resolution_chroma
+        chroma_gain, offset = resample(smooth[:, 4:], 4.0 if full else 2.0).split(2, dim=1)
+        vis_chroma = apply_colour_matrix(self.rgb_to_chroma, vis_rgb if full else half_mean(vis_rgb))
         chroma = bounded_gain(chroma_gain, self.config.max_gain) * vis_chroma + offset
         chroma = chroma.clamp(-NEUTRAL_CHROMA, NEUTRAL_CHROMA)
         if gray.any():
             chroma = torch.where(gray[:, None, None, None], torch.zeros_like(chroma), chroma)
-        colour = resample(apply_colour_matrix(self.chroma_to_rgb, chroma), 2.0)
+        colour = apply_colour_matrix(self.chroma_to_rgb, chroma)
+        if not full:
+            colour = resample(colour, 2.0)
         return (luma + colour).clamp(0.0, 1.0)[..., :height, :width]
 
     def num_parameters(self) -> int:
