@@ -162,6 +162,15 @@ EVALUATION_SSIM_DATA_RANGE = 2.0 / 255.0
 GRADIENT_TARGETS = ("strongest_source", "max_image", "max_image_when_clean")
 
 
+def check_fusion_loss_options(gradient_target: str, ssim_data_range: float) -> None:
+    """Raise ValueError for a ``gradient_target`` or ``ssim_data_range`` that :class:`FusionLoss` cannot take
+    (the training config calls it too, so a bad config fails when it is read, not when training starts)."""
+    if gradient_target not in GRADIENT_TARGETS:
+        raise ValueError(f"gradient_target must be one of {', '.join(GRADIENT_TARGETS)}, got {gradient_target!r}")
+    if not ssim_data_range > 0:
+        raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range!r}")
+
+
 def _ssim_dissimilarity(a: torch.Tensor, b: torch.Tensor, window_size: int, structure_only: bool = False,
                         data_range: float = 1.0) -> torch.Tensor:
     """Per-image ``1 - mean SSIM`` ``(B,)`` with a Gaussian window (sigma 1.5, reflect padding).
@@ -396,12 +405,9 @@ class FusionLoss(nn.Module):
         ssim_data_range: float = 1.0,
     ) -> None:
         super().__init__()
-        if not ssim_data_range > 0:
-            raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range!r}")
-        self.ssim_data_range = ssim_data_range
-        if gradient_target not in GRADIENT_TARGETS:
-            raise ValueError(f"gradient_target must be one of {', '.join(GRADIENT_TARGETS)}, got {gradient_target!r}")
+        check_fusion_loss_options(gradient_target, ssim_data_range)
         self.gradient_target = gradient_target
+        self.ssim_data_range = ssim_data_range
         self.weights = weights if weights is not None else LossWeights()
         self.perceptual = perceptual
         self.dark_threshold = dark_threshold

@@ -31,7 +31,7 @@ from degradations.dataset import DEFAULT_RECIPES, TripletDataset
 
 from .conditioning import Condition, drop_condition
 from .loss_config import TERMS, LossWeights
-from .losses import GRADIENT_TARGETS, FusionLoss
+from .losses import FusionLoss, check_fusion_loss_options
 from .models.fusion_cnn import FusionCNN
 
 log = logging.getLogger("allinone")
@@ -99,11 +99,7 @@ class TrainConfig:
         if self.illumination_from not in ILLUMINATION_SOURCES:
             raise ValueError(f"illumination_from must be one of {', '.join(ILLUMINATION_SOURCES)}, "
                              f"got {self.illumination_from!r}")
-        if self.gradient_target not in GRADIENT_TARGETS:
-            raise ValueError(f"gradient_target must be one of {', '.join(GRADIENT_TARGETS)}, "
-                             f"got {self.gradient_target!r}")
-        if not self.ssim_data_range > 0:
-            raise ValueError(f"ssim_data_range must be positive, got {self.ssim_data_range!r}")
+        check_fusion_loss_options(self.gradient_target, self.ssim_data_range)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
