@@ -182,18 +182,18 @@ def _ssim_dissimilarity(a: torch.Tensor, b: torch.Tensor, window_size: int, stru
     barely count (see :data:`EVALUATION_SSIM_DATA_RANGE`).
     """
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    if structure_only:
-        # Contrast and structure do not depend on the means, so remove each image's mean first: with a
-        # small data range the local variances must be resolved well below one 8-bit level squared
-        # (~1.5e-5), and E[x^2] - E[x]^2 of uncentred values near 1 loses that to float32 rounding.
-        a = a - a.mean(dim=(-2, -1), keepdim=True)
-        b = b - b.mean(dim=(-2, -1), keepdim=True)
+    # The local (co)variances do not depend on the means, so take the moments of the images less their
+    # means: with a small data range they must be resolved well below one 8-bit level squared (~1.5e-5),
+    # and E[x^2] - E[x]^2 of uncentred values near 1 loses that to float32 rounding.
+    mean_a, mean_b = a.mean(dim=(-2, -1), keepdim=True), b.mean(dim=(-2, -1), keepdim=True)
+    a, b = a - mean_a, b - mean_b
     moments = kornia.filters.gaussian_blur2d(
         torch.cat([a, b, a * a, b * b, a * b], dim=1), (window_size, window_size), (1.5, 1.5), border_type="reflect")
     mu_a, mu_b, aa, bb, ab = moments.split(a.shape[1], dim=1)
     var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
     ssim = (2 * cov + c2) / (var_a + var_b + c2)
     if not structure_only:
+        mu_a, mu_b = mu_a + mean_a, mu_b + mean_b
         ssim = ssim * (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
     return 1.0 - _image_mean(ssim)
 
@@ -394,6 +394,11 @@ class FusionLoss(nn.Module):
         ssim_data_range: the data range L of the two SSIM terms (constants (0.01 L)^2, (0.03 L)^2);
             :data:`EVALUATION_SSIM_DATA_RANGE` makes them count sub-grey-level structure as the
             evaluation does.
+        ssim_luminance: keep SSIM's luminance factor in the two SSIM terms, as the evaluation's SSIM does.
+            Off (structure and contrast only, as MEF-SSIM): the luminance factor pulls a region bright in
+            one source and dark in the other (a saturated sky over a cold IR sky) toward a grey in
+            between, since that halves both luminance penalties, and brightness is the intensity terms'
+            job. On, the max-intensity term must hold that pull back (docs/BENCHMARKS.md).
     """
 
     def __init__(
@@ -403,14 +408,21 @@ class FusionLoss(nn.Module):
         dark_threshold: float = 0.2,
         gradient_target: str = "strongest_source",
         ssim_data_range: float = 1.0,
+        ssim_luminance: bool = False,
     ) -> None:
         super().__init__()
         check_fusion_loss_options(gradient_target, ssim_data_range)
         self.gradient_target = gradient_target
         self.ssim_data_range = ssim_data_range
+        self.ssim_luminance = ssim_luminance
         self.weights = weights if weights is not None else LossWeights()
         self.perceptual = perceptual
         self.dark_threshold = dark_threshold
+
+    def _ssim(self, fused_y: torch.Tensor, source_y: torch.Tensor) -> torch.Tensor:
+        """The per-image SSIM term (B,) against one source, under ``ssim_data_range`` and ``ssim_luminance``."""
+        return _ssim_dissimilarity(fused_y, source_y, window_size=11, structure_only=not self.ssim_luminance,
+                                   data_range=self.ssim_data_range)
 
     def _gradient(self, fused_y: torch.Tensor, ir: torch.Tensor, vi_y: torch.Tensor, labels: torch.Tensor
                   ) -> torch.Tensor:
@@ -466,13 +478,8 @@ class FusionLoss(nn.Module):
             "intensity": lambda: illumination_intensity_loss(fused_y, ir, vi_y, w_ir, w_vi, reduction="none"),
             "max_intensity": lambda: max_intensity_loss(fused_y, ir, vi_y, reduction="none"),
             "gradient": lambda: self._gradient(fused_y, ir, vi_y, labels),
-            # Structure only: with SSIM's luminance factor, a region bright in one source and dark in
-            # the other (a saturated sky over a cold IR sky) is pulled toward a grey in between,
-            # since that halves both luminance penalties; brightness is the intensity terms' job.
-            "ssim_ir": lambda: _ssim_dissimilarity(fused_y, ir, window_size=11, structure_only=True,
-                                                   data_range=self.ssim_data_range),
-            "ssim_vi": lambda: _ssim_dissimilarity(fused_y, vi_y, window_size=11, structure_only=True,
-                                                   data_range=self.ssim_data_range),
+            "ssim_ir": lambda: self._ssim(fused_y, ir),
+            "ssim_vi": lambda: self._ssim(fused_y, vi_y),
             "color": lambda: color_consistency_loss(fused_rgb, vis_rgb, reduction="none"),
             "exposure": lambda: exposure_control_loss(fused_y, reduction="none"),
             "brightness": lambda: brightness_consistency_loss(

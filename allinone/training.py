@@ -80,6 +80,8 @@ class TrainConfig:
     # The data range of the SSIM loss terms (FusionLoss.ssim_data_range): 1.0 (stages 1 to 6) ignores
     # structure below ~8 grey levels; allinone.losses.EVALUATION_SSIM_DATA_RANGE (2 / 255) counts it.
     ssim_data_range: float = 1.0
+    # Whether the SSIM loss terms keep SSIM's luminance factor (FusionLoss.ssim_luminance); off in stages 1 to 7.
+    ssim_luminance: bool = False
     log_every: int = 10
     save_every: int = 200
 
@@ -175,7 +177,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
     model = (FusionCNN.from_pretrained(cfg.init_from, **cfg.init_changes).train() if cfg.init_from
              else FusionCNN(cfg.model))
     criterion = FusionLoss(LossWeights.from_dict(cfg.loss), gradient_target=cfg.gradient_target,
-                           ssim_data_range=cfg.ssim_data_range)
+                           ssim_data_range=cfg.ssim_data_range, ssim_luminance=cfg.ssim_luminance)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     step = 0

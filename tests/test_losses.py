@@ -177,13 +177,14 @@ def test_ssim_data_range_decides_whether_sub_level_structure_counts():
     assert losses._ssim_dissimilarity(flat, flat, 7, True, losses.EVALUATION_SSIM_DATA_RANGE).item() == 0.0
 
 
-def test_structure_only_ssim_is_exact_for_sub_level_variations_in_float32():
+@pytest.mark.parametrize("structure_only", [True, False])
+def test_ssim_is_exact_for_sub_level_variations_in_float32(structure_only):
     # Centring before the moments: float32 must agree with float64 on one-level variations near white.
     base = 0.9 + torch.randint(0, 3, (2, 1, 24, 24), generator=torch.Generator().manual_seed(1)) / 255.0
     other = base + torch.randint(0, 2, base.shape, generator=torch.Generator().manual_seed(2)) / 255.0
     range_ = losses.EVALUATION_SSIM_DATA_RANGE
-    single = losses._ssim_dissimilarity(other, base, 7, True, range_)
-    double = losses._ssim_dissimilarity(other.double(), base.double(), 7, True, range_)
+    single = losses._ssim_dissimilarity(other, base, 7, structure_only, range_)
+    double = losses._ssim_dissimilarity(other.double(), base.double(), 7, structure_only, range_)
     torch.testing.assert_close(single.double(), double, atol=1e-4, rtol=0)
 
 
@@ -196,6 +197,22 @@ def test_fusion_loss_ssim_data_range_reaches_the_ssim_terms():
     torch.testing.assert_close(terms["ssim_ir"], expected)
     with pytest.raises(ValueError, match="ssim_data_range"):
         FusionLoss(ssim_data_range=0.0)
+
+
+def test_fusion_loss_ssim_luminance_keeps_the_luminance_factor():
+    fused, ir, vis = _fusion_batch()
+    labels = torch.zeros(2, len(DEGRADATION_TYPES))
+    fused_y, _ = rgb_to_y_cbcr(fused)
+    vi_y, _ = rgb_to_y_cbcr(vis)
+    for luminance in (False, True):
+        _, terms = FusionLoss(ssim_luminance=luminance)(fused, ir, vis, labels)
+        for term, source in (("ssim_ir", ir), ("ssim_vi", vi_y)):
+            expected = losses._ssim_dissimilarity(fused_y, source, 11, structure_only=not luminance).mean()
+            torch.testing.assert_close(terms[term], expected)
+    # The IR itself, brightened: same structure, so only the luminance factor sees the shift.
+    brighter = (ir + 0.2).expand(-1, 3, -1, -1)
+    plain, lum = (FusionLoss(ssim_luminance=flag)(brighter, ir, vis, labels)[1]["ssim_ir"] for flag in (False, True))
+    assert plain.item() < 1e-4 < 0.01 < lum.item()
 
 
 def test_ssim_loss_zero_for_identical_and_grows_with_noise():
