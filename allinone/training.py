@@ -163,10 +163,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
     # without gradient; data-parallel training must expect that instead of waiting for it.
     accelerator = Accelerator(cpu=device == "cpu",
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    if accelerator.is_main_process:
-        _prepare_run(out, cfg, resume, overwrite)
-    accelerator.wait_for_everyone()
-    load_state = resume and (out / "state").is_dir()
     set_seed(cfg.seed)
 
     dataset = training_dataset(cfg, accelerator.num_processes)
@@ -178,6 +174,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, ove
              else FusionCNN(cfg.model))
     criterion = FusionLoss(LossWeights.from_dict(cfg.loss), gradient_target=cfg.gradient_target,
                            ssim_data_range=cfg.ssim_data_range, ssim_luminance=cfg.ssim_luminance)
+    # The run folder is written only once the data, the init model and the loss weights have loaded, so
+    # a bad path or config fails without leaving a folder that blocks the corrected command.
+    if accelerator.is_main_process:
+        _prepare_run(out, cfg, resume, overwrite)
+    accelerator.wait_for_everyone()
+    load_state = resume and (out / "state").is_dir()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     step = 0

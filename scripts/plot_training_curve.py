@@ -67,9 +67,13 @@ def main() -> None:
         step = steps[0] + frac * (steps[-1] - steps[0])
         draw.text((x(step) - 12, height - margin + 6), f"{int(step)}", fill="black")
     draw.text((width // 2 - 20, height - 18), "step", fill="black")
+    label_x, row = float("-inf"), 0
     for number, step in enumerate(boundaries, start=2):
         draw.line([(x(step), margin), (x(step), height - margin)], fill=(160, 160, 160), width=1)
-        draw.text((x(step) + 4, margin + 4), f"stage {number}", fill=(120, 120, 120))
+        # Short stages sit closer than a label is wide: such a label drops a line below the previous one.
+        row = row + 1 if x(step) - label_x < 50 else 0
+        label_x = x(step)
+        draw.text((label_x + 4, margin + 4 + 14 * row), f"stage {number}", fill=(120, 120, 120))
     for i, (name, values) in enumerate(series.items()):
         colour = COLOURS[SERIES[name]]
         draw.line([(x(s), y(v)) for s, v in zip(steps, values)], fill=colour, width=2)

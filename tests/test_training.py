@@ -159,6 +159,23 @@ def test_train_command_options_override_the_config(data, tmp_path):
     torch.testing.assert_close(tuned.smooth_head.weight, base.smooth_head.weight, atol=1e-6, rtol=0)
 
 
+def test_a_missing_init_model_fails_before_the_run_folder_is_written(data, tmp_path, capsys):
+    import json
+
+    from allinone.cli import main
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(_cfg(data, 1).to_json()))
+    command = ["--threads", "1", "train", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu",
+               "--init-from", str(tmp_path / "nowhere")]
+    assert main(command) != 0
+    assert "nowhere holds no saved model (config.json not found)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # so the corrected command is not refused as a second run
+
+    FusionCNN("tiny").save_pretrained(tmp_path / "nowhere")
+    assert main(command) == 0
+
+
 def test_config_rejects_an_unknown_illumination_source():
     with pytest.raises(ValueError, match="illumination_from"):
         TrainConfig(illumination_from="reference")

@@ -42,6 +42,8 @@ def save_model(model: nn.Module, folder: str | Path, model_type: str, format_ver
 def read_config(folder: str | Path, model_type: str, format_version: int) -> dict[str, Any]:
     """The architecture fields of ``folder``'s config; raises ValueError for another type or version."""
     folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{folder} holds no saved model ({CONFIG_NAME} not found)")
     document = json.loads((folder / CONFIG_NAME).read_text())
     found_type, version = document.pop("model_type", None), document.pop("format_version", None)
     if found_type != model_type:
