@@ -93,7 +93,6 @@ def test_fine_tuning_starts_from_the_given_weights(data, tmp_path):
 def test_two_data_parallel_processes_train_like_one_with_their_joint_batch(data, tmp_path):
     """torchrun with 2 CPU processes (gloo), batch 2 each, must take the same steps as one process with
     batch 4: each rank gets its own half of the samples and the gradients are averaged across ranks."""
-    import json
     import subprocess
     import sys
 
@@ -140,8 +139,6 @@ def test_fine_tuning_can_grow_the_model(data, tmp_path):
 
 
 def test_train_command_options_override_the_config(data, tmp_path):
-    import json
-
     from allinone.cli import main
 
     base = FusionCNN("tiny")
@@ -160,8 +157,6 @@ def test_train_command_options_override_the_config(data, tmp_path):
 
 
 def test_a_missing_init_model_fails_before_the_run_folder_is_written(data, tmp_path, capsys):
-    import json
-
     from allinone.cli import main
 
     config = tmp_path / "config.json"

@@ -40,7 +40,8 @@ def save_model(model: nn.Module, folder: str | Path, model_type: str, format_ver
 
 
 def read_config(folder: str | Path, model_type: str, format_version: int) -> dict[str, Any]:
-    """The architecture fields of ``folder``'s config; raises ValueError for another type or version."""
+    """The architecture fields of ``folder``'s config; raises FileNotFoundError when ``folder`` holds no
+    config and ValueError for another model type or format version."""
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{folder} holds no saved model ({CONFIG_NAME} not found)")
