@@ -273,6 +273,12 @@ def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
     write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
+def write_checks(path: Path, checks: Sequence[Check]) -> None:
+    """``checks.csv``: a row per check (evaluation, passed as True/False, detail), as compare_checks.py reads it."""
+    write_csv(path, [{"evaluation": c.evaluation, "passed": c.passed, "detail": c.detail} for c in checks],
+              ["evaluation", "passed", "detail"])
+
+
 # --- checks -----------------------------------------------------------------------------------------
 
 
@@ -526,8 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "real" in args.sections:
             evaluate_real_degraded(model, real, scorer, blind, args.out)
             timings["real degraded"] = time.perf_counter()
-    write_csv(args.out / "checks.csv", [{"evaluation": c.evaluation, "passed": c.passed, "detail": c.detail}
-                                         for c in checks], ["evaluation", "passed", "detail"])
+    write_checks(args.out / "checks.csv", checks)
     failed = [check for check in checks if not check.passed]
     print(f"\n## Checks: {len(checks) - len(failed)}/{len(checks)} passed (all lines in checks.csv)")
     durations = np.diff([start, *timings.values()])

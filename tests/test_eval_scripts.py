@@ -1,5 +1,5 @@
 """scripts/eval_fusion.py, bench_fuse.py and make_figure.py: end to end on a random tiny model, and the
-PASS/FAIL logic of the evaluation."""
+PASS/FAIL logic of the evaluation and of compare_checks.py."""
 import csv
 import math
 import os
@@ -21,6 +21,7 @@ SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import ablate_outputs  # noqa: E402
+import compare_checks  # noqa: E402
 import eval_fusion  # noqa: E402
 
 BASELINES = ["mean", "max", "laplacian"]
@@ -324,3 +325,50 @@ def test_ablate_outputs_prints_one_row_per_part(checkpoint, data_root):
                         "--pairs-per-subset", "1", "--threads", "1", "--recipe", "night", "--parts", "detail", "curve")
     rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ours")]
     assert rows == ["ours_cond", "ours_cond without detail", "ours_cond without curve", "ours_uncond"]
+
+
+def write_run_checks(folder: Path, cond_haze_ssim: float, with_night: bool = True) -> Path:
+    """An eval_fusion --out folder holding only checks.csv: a haze SSIM check that holds or fails with
+    ``cond_haze_ssim``, a clean check that always holds, and optionally a night check."""
+    folder.mkdir()
+    haze = means(ours_cond=dict(SSIM=cond_haze_ssim), ours_uncond=dict(SSIM=0.85), mean=dict(SSIM=0.7),
+                 max=dict(SSIM=0.6), laplacian=dict(SSIM=0.82))
+    checks = [eval_fusion.Check("clean", True, "SSIM ours > max: 0.9978 vs 0.9947"),
+              eval_fusion.ordering_check("synthetic haze L3", haze, "SSIM")]
+    if with_night:
+        checks.append(eval_fusion.Check("synthetic night L3", False, "MI: conditioned 3.8 <= max 4.2 (a note)"))
+    eval_fusion.write_checks(folder / "checks.csv", checks)
+    return folder
+
+
+def test_compare_checks_lists_the_checks_that_fail_somewhere(tmp_path):
+    first = compare_checks.read_checks(write_run_checks(tmp_path / "seed1", 0.90))
+    second = compare_checks.read_checks(write_run_checks(tmp_path / "seed2", 0.84, with_night=False))
+    assert list(first) == ["[clean] SSIM ours > max", "[synthetic haze L3] SSIM", "[synthetic night L3] MI"]
+
+    table = compare_checks.compare_table({"seed 1": first, "seed 2": second}).splitlines()
+    assert table[0] == "| check | seed 1 | seed 2 | holds in |"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table[2:]}
+    assert "[clean] SSIM ours > max" not in rows  # it holds everywhere
+    assert rows["[synthetic haze L3] SSIM"] == ("| [synthetic haze L3] SSIM | PASS | FAIL: conditioned 0.8400 <= "
+                                                "unconditioned 0.8500 | 1/2 |")
+    # A check one run did not make is "-" there and counted over the runs that made it; the note eval_fusion
+    # appends in parentheses is left out of the cell.
+    assert rows["[synthetic night L3] MI"] == "| [synthetic night L3] MI | FAIL: conditioned 3.8 <= max 4.2 | - | 0/1 |"
+    assert rows["**passed**"] == "| **passed** | 2/3 | 1/2 | |"
+
+    every = compare_checks.compare_table({"seed 1": first, "seed 2": second}, every_check=True)
+    assert "| [clean] SSIM ours > max | PASS | PASS | 2/2 |" in every
+
+
+def test_compare_checks_names_a_folder_without_checks(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"empty/checks.csv: not found"):
+        compare_checks.main([str(tmp_path / "empty")])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "checks.csv").write_text("evaluation,passed,detail\nclean,yes,VIF ours > mean: 1 vs 0\n")
+    with pytest.raises(SystemExit, match=r"broken/checks.csv: 'passed' must be True or False, not 'yes'"):
+        compare_checks.main([str(broken)])
+    with pytest.raises(SystemExit):
+        compare_checks.main([str(broken), str(broken)])  # two columns of the same name
+    assert "column names must differ" in capsys.readouterr().err
