@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 
@@ -44,7 +43,10 @@ def read_checks(folder: Path) -> dict[str, tuple[bool, str]]:
         for row in reader:
             if row["passed"] not in ("True", "False"):
                 raise SystemExit(f"error: {path}: 'passed' must be True or False, not {row['passed']!r}")
-            checks[check_key(row["evaluation"], row["detail"])] = (row["passed"] == "True", row["detail"])
+            key = check_key(row["evaluation"], row["detail"])
+            if key in checks:  # two rows under one name would make the comparison pick one silently
+                raise SystemExit(f"error: {path}: the check {key} is listed twice")
+            checks[key] = (row["passed"] == "True", row["detail"])
     return checks
 
 
@@ -84,4 +86,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -369,6 +369,10 @@ def test_compare_checks_names_a_folder_without_checks(tmp_path, capsys):
     (broken / "checks.csv").write_text("evaluation,passed,detail\nclean,yes,VIF ours > mean: 1 vs 0\n")
     with pytest.raises(SystemExit, match=r"broken/checks.csv: 'passed' must be True or False, not 'yes'"):
         compare_checks.main([str(broken)])
+    (broken / "checks.csv").write_text("evaluation,passed,detail\nclean,True,VIF ours > mean: 1 vs 0\n"
+                                       "clean,False,VIF ours > mean: 0 vs 1\n")
+    with pytest.raises(SystemExit, match=r"the check \[clean\] VIF ours > mean is listed twice"):
+        compare_checks.main([str(broken)])
     with pytest.raises(SystemExit):
         compare_checks.main([str(broken), str(broken)])  # two columns of the same name
     assert "column names must differ" in capsys.readouterr().err
