@@ -1,5 +1,6 @@
 """scripts/eval_fusion.py, bench_fuse.py and make_figure.py: end to end on a random tiny model, and the
 PASS/FAIL logic of the evaluation and of compare_checks.py."""
+import contextlib
 import csv
 import math
 import os
@@ -23,6 +24,7 @@ sys.path.insert(0, str(SCRIPTS))
 import ablate_outputs  # noqa: E402
 import compare_checks  # noqa: E402
 import eval_fusion  # noqa: E402
+import mi_sensitivity  # noqa: E402
 
 BASELINES = ["mean", "max", "laplacian"]
 DEGRADED_METHODS = ["ours_cond", "ours_uncond", "ours_auto", *BASELINES]
@@ -306,7 +308,7 @@ def test_switched_off_parts_match_a_model_built_without_them():
         plain = FusionCNN(FusionCNNConfig()).eval()  # neither blend: the same weights otherwise
         plain.load_state_dict(model.state_dict(), strict=False)
         assert ablate_outputs.model_parts(model) == list(ablate_outputs.PARTS)
-        assert ablate_outputs.model_parts(plain) == ["detail", "curve", "gain"]
+        assert ablate_outputs.model_parts(plain) == ["detail", "curve", "gain", "select"]
         with ablate_outputs.switched_off(model, "denoise"), ablate_outputs.switched_off(model, "dehaze"):
             assert torch.allclose(model(ir, vi), plain(ir, vi), atol=1e-6)
         with ablate_outputs.switched_off(model, "detail"):
@@ -320,11 +322,69 @@ def test_switched_off_parts_match_a_model_built_without_them():
                 pass
 
 
+def test_parts_taken_from_another_pass_replace_only_their_channels():
+    torch.manual_seed(0)
+    model = FusionCNN(FusionCNNConfig(denoise_levels=24.0, dehaze_prior=True)).eval()
+    with torch.no_grad():
+        for head in (model.detail_head, model.smooth_head, model.denoise_head, model.dehaze_head):
+            head.weight.normal_(std=0.5)
+        for parameter in model.embedder.parameters():  # so the condition changes every head's output
+            parameter.normal_(std=0.5)
+    ir, vi = torch.rand(1, 1, 32, 48), torch.rand(1, 3, 32, 48)
+    condition = eval_fusion.labels_condition({"lowres": 3})
+    parts = ablate_outputs.model_parts(model)
+    with torch.no_grad():
+        with ablate_outputs.captured_heads(model, parts) as unconditioned:
+            model(ir, vi, None)
+        with ablate_outputs.captured_heads(model, parts) as conditioned:
+            conditioned_output = model(ir, vi, condition)
+        with contextlib.ExitStack() as stack:  # every part from the conditioned pass itself: nothing changes
+            for part in parts:
+                stack.enter_context(ablate_outputs.taken_from(model, part, conditioned))
+            assert torch.equal(model(ir, vi, condition), conditioned_output)
+        with ablate_outputs.taken_from(model, "select", unconditioned):
+            with ablate_outputs.captured_heads(model, ["select"]) as mixed:  # sees the replaced output
+                assert not torch.allclose(model(ir, vi, condition), conditioned_output, atol=1e-4)
+        smooth = mixed["select"]
+        assert torch.equal(smooth[:, 2:4], unconditioned["select"][:, 2:4])
+        assert torch.equal(smooth[:, :2], conditioned["select"][:, :2])
+        assert torch.equal(smooth[:, 4:], conditioned["select"][:, 4:])
+
+
 def test_ablate_outputs_prints_one_row_per_part(checkpoint, data_root):
     result = run_script("ablate_outputs.py", "--checkpoint", checkpoint, "--data", data_root / "eval",
                         "--pairs-per-subset", "1", "--threads", "1", "--recipe", "night", "--parts", "detail", "curve")
     rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ours")]
     assert rows == ["ours_cond", "ours_cond without detail", "ours_cond without curve", "ours_uncond"]
+    result = run_script("ablate_outputs.py", "--checkpoint", checkpoint, "--data", data_root / "eval",
+                        "--pairs-per-subset", "1", "--threads", "1", "--recipe", "lowres", "--parts", "select",
+                        "--from-unconditioned")
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ours")]
+    assert rows == ["ours_cond", "ours_cond with unconditioned select", "ours_uncond"]
+
+
+def test_mi_sensitivity_noise_has_the_asked_spread_and_the_blur_keeps_a_flat_image():
+    image = torch.full((1, 3, 64, 64), 0.5)
+    noisy = mi_sensitivity.add_noise(image, 2.0, torch.Generator().manual_seed(0))
+    assert (noisy - image).std().item() * 255 == pytest.approx(2.0, rel=0.05)
+    assert torch.equal(mi_sensitivity.box_blur3(image), image)
+    assert mi_sensitivity.luma_rmse(image, image) == 0.0
+    gray = image[:, :1]  # on one channel the luma is the channel itself
+    noisy_gray = mi_sensitivity.add_noise(gray, 2.0, torch.Generator().manual_seed(0))
+    assert mi_sensitivity.luma_rmse(noisy_gray, gray) == pytest.approx(2.0, rel=0.1)
+
+
+def test_mi_sensitivity_scores_mi_down_as_the_noise_grows(data_root):
+    result = run_script("mi_sensitivity.py", "--data", data_root / "eval", "--pairs-per-subset", "1",
+                        "--threads", "1", "--noise", "1", "4", "--recipes")
+    rows = {cells[1].strip(): [float(c) for c in cells[2:-1]] for cells in
+            (line.split("|") for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line)
+            if cells[1].strip() != "method"}
+    assert list(rows) == ["max-select", "+ noise, sigma 1 grey levels", "+ noise, sigma 4 grey levels",
+                          "3x3 box blur", "x 1.02 gain"]
+    mi = {name: values[0] for name, values in rows.items()}
+    assert mi["max-select"] > mi["+ noise, sigma 1 grey levels"] > mi["+ noise, sigma 4 grey levels"]
+    assert rows["max-select"][-1] == 0.0  # RMSE of the unchanged image
 
 
 def write_run_checks(folder: Path, cond_haze_ssim: float, with_night: bool = True) -> Path:
