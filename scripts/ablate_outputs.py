@@ -54,7 +54,7 @@ OFF_LOGIT = -50.0
 # The parts read off the smooth head: its channels (see FusionCNN.forward), and those a switched-off part
 # zeroes (select keeps its sharpness, channel 3).
 SMOOTH_CHANNELS = {"curve": [0], "gain": [1], "select": [2, 3]}
-OFF_CHANNELS = {"curve": [0], "gain": [1], "select": [2]}
+OFF_CHANNELS = {**SMOOTH_CHANNELS, "select": [2]}
 
 
 def part_head(model: FusionCNN, part: str) -> nn.Module:
@@ -151,7 +151,7 @@ def ablate(model: FusionCNN, samples: Sequence[Sample], recipe: str, level: int,
             levels = p.levels
         sources = scorer.sources(sample.ir, sample.vi)
         condition = labels_condition(levels)
-        with captured_heads(model, parts) as unconditioned_heads:
+        with captured_heads(model, parts if from_unconditioned else []) as unconditioned_heads:
             unconditioned = model(degraded.ir, degraded.vi, None)
         scorer.queue(model(degraded.ir, degraded.vi, condition), sources, method="ours_cond")
         for part in parts:
