@@ -31,6 +31,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def bit_depth(text: str) -> int:
+    """argparse type of ``--ir-bits``: the bits a 16-bit IR file really holds, 1..16."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of bits, got {text!r}") from None
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"must be in 1..16 (the bits a 16-bit file holds), got {value}")
+    return value
+
+
+# What the interrupt message tells the user; a command sets ``args.resume_hint`` when re-running it resumes.
+RERUN_RESUMES = "run the same command again to resume"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="allinone",
@@ -40,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=_positive_int, default=min(2, os.cpu_count() or 1),
                         help="CPU threads in this process (default: %(default)s); from 2 up, fuse and demo run the "
                              "model's input priors and half the blind estimator's crops in a second thread")
+    parser.set_defaults(resume_hint=None)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"allinone.commands.{name}").register(subparsers)
@@ -48,10 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from degradations.benchmark import BenchmarkError
-    from degradations.io import ImageReadError
+    from degradations.io import ImageReadError, OutputWriteError
     from degradations.pairs import PairingError
 
-    return (UserError, BenchmarkError, ImageReadError, PairingError, FileNotFoundError)
+    from .outputs import OutputError
+
+    return UserError, BenchmarkError, ImageReadError, OutputWriteError, OutputError, PairingError
+
+
+def _describe(exc: OSError) -> str:
+    """An OSError as 'FILE: reason', the way the other errors name their file."""
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror or exc}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         console.error(str(exc))
         return 2
+    except OSError as exc:  # a folder that cannot be created or read, a full disk: the user's to fix
+        console.error(_describe(exc))
+        return 2
     except KeyboardInterrupt:
-        console.error("interrupted; run the same command again to resume")
+        console.error("interrupted" + (f"; {args.resume_hint}" if args.resume_hint else ""))
         return 130
 
 

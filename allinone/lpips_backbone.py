@@ -40,7 +40,8 @@ def load_lpips(backbone_path: str | os.PathLike, net: str = "alex"):
 
     The file may hold a torchvision state dict (``features.<i>.*``, classifier ignored), an lpips trunk
     (``slice<k>.<i>.*``) or a whole LPIPS state dict (``net.slice<k>.<i>.*``, heads ignored).
-    Raises ValueError when a backbone layer is missing or has the wrong shape.
+    Raises ValueError when the file is not such a state dict (a PNG, a text file, a pickled model)
+    or a backbone layer is missing or has the wrong shape.
     """
     import lpips
     import torch
@@ -49,8 +50,21 @@ def load_lpips(backbone_path: str | os.PathLike, net: str = "alex"):
         # lpips calls torchvision's deprecated ``pretrained=False``; pnet_rand keeps it from downloading.
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)  # linear heads ship inside lpips
+
+    def unusable(why: str) -> ValueError:
+        return ValueError(f"{backbone_path}: not a usable LPIPS backbone weights file ({why}); it must hold "
+                          f"a state dict of torchvision's ImageNet {net} weights")
+
+    try:
+        checkpoint = torch.load(backbone_path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # an unreadable file, not a wrong one: its own error names the file and the reason
+    except Exception as exc:  # torch raises UnpicklingError, EOFError, KeyError, RuntimeError... on other files
+        raise unusable(f"torch.load fails with {type(exc).__name__}") from exc
+    if not isinstance(checkpoint, dict):
+        raise unusable(f"it holds a {type(checkpoint).__name__}")
     state = {}
-    for key, value in torch.load(backbone_path, map_location="cpu", weights_only=True).items():
+    for key, value in checkpoint.items():
         trunk = _LPIPS_TRUNK_KEY.match(key)
         state[f"features.{trunk.group(1)}" if trunk else key] = value
     layers = {name: layer for part in model.net.children() for name, layer in part.named_children()}

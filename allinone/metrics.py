@@ -35,6 +35,10 @@ _QABF_GAMMA_A, _QABF_KAPPA_A, _QABF_SIGMA_A = 0.9879, -22.0, 0.8
 _SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 _SOBEL_Y = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
 _NIQE_BLOCK = 96  # basicsr's NIQE cuts the image into 96x96 blocks and needs at least two of them
+# The smallest side on which every metric but NIQE is computed in full: VIF's coarsest scale
+# (after 'valid' 9-, 5- and 3-tap filtering, each with 2x decimation, then its own 3-tap window) keeps a pixel
+# only from 41 pixels on. SSIM's 7x7 window, the gradients and LPIPS's AlexNet (31) need less.
+MIN_SIDE = 41
 
 
 def to_luma(image: np.ndarray) -> np.ndarray:
@@ -228,7 +232,8 @@ def _pixel_vif(reference: np.ndarray, distorted: np.ndarray, noise_variance: flo
 def visual_information_fidelity(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     """VIF: ``VIFp(A -> F) + VIFp(B -> F)``, the 4-scale pixel-domain VIF with noise variance
     sigma_n^2 = 2, each source as the reference and F as the distorted image (CDDFuse's VIFF).
-    On images under ~50 pixels a side the coarsest scales are empty and add nothing."""
+    On images under :data:`MIN_SIDE` (41) pixels a side the coarsest scales are empty and add nothing;
+    under 17 every scale is, and VIF is the constant 2."""
     f, a, b = to_luma(fused), to_luma(ir), to_luma(vi)
     _check_same_shape(fused=f, ir=a, vi=b)
     return _pixel_vif(a, f) + _pixel_vif(b, f)
@@ -304,13 +309,14 @@ def niqe(image: np.ndarray) -> float:
     and the official pristine-model parameters it ships (``niqe_pris_params.npz``): 96x96 blocks
     without overlap, two scales, pixels rounded to integers first. basicsr's own colour path would use
     MATLAB's studio-range Y; here colour images go through :func:`to_luma` like every other metric.
-    Needs at least two 96x96 blocks."""
+    Needs at least two 96x96 blocks (192x96 or 96x192 pixels)."""
     from ._compat import import_basicsr
 
     y = to_luma(image)
     height, width = y.shape
     if (height // _NIQE_BLOCK) * (width // _NIQE_BLOCK) < 2:
-        raise ValueError(f"NIQE needs at least two {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks; image is {height}x{width}")
+        raise ValueError(f"NIQE needs at least two {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks (e.g. "
+                         f"{2 * _NIQE_BLOCK}x{_NIQE_BLOCK}), but the image is {width}x{height}")
     import_basicsr()
     from basicsr.metrics.niqe import calculate_niqe
 
@@ -319,6 +325,13 @@ def niqe(image: np.ndarray) -> float:
 
 # One model per (backbone file, net), loaded on first use.
 _lpips_model = functools.lru_cache(maxsize=2)(load_lpips)
+
+
+def lpips_model(backbone_path: str | os.PathLike | None = None, net: str = "alex"):
+    """The LPIPS network of :func:`lpips_distance`, its backbone from ``backbone_path`` or
+    ``$ALLINONE_LPIPS_BACKBONE``, loaded once per file. Raises LPIPSBackboneNotFoundError when that file is
+    absent and ValueError when it does not hold the backbone's weights."""
+    return _lpips_model(str(resolve_lpips_backbone(backbone_path, net).resolve()), net)
 
 
 def _lpips_input(image: np.ndarray, colour: bool):
@@ -341,13 +354,13 @@ def lpips_distance(image: np.ndarray, reference: np.ndarray, backbone_path: str 
     """
     import torch
 
-    path = resolve_lpips_backbone(backbone_path, net)
+    model = lpips_model(backbone_path, net)
     colour = all(np.ndim(x) == 3 and np.shape(x)[-1] == 3 for x in (image, reference))
     x, r = _lpips_input(image, colour), _lpips_input(reference, colour)
     if x.shape != r.shape:
         raise ValueError(f"images differ in size: image {tuple(x.shape[-2:])}, reference {tuple(r.shape[-2:])}")
     with torch.inference_mode():
-        return float(_lpips_model(str(path.resolve()), net)(x, r).item())
+        return float(model(x, r).item())
 
 
 def evaluate_fusion(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, ref: np.ndarray | None = None, *,

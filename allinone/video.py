@@ -13,6 +13,7 @@ folder and renamed into place, so an interrupted run never leaves a truncated vi
 """
 from __future__ import annotations
 
+import glob
 import math
 import os
 import statistics
@@ -27,7 +28,7 @@ import torch
 
 from allinone.conditioning import Condition
 from allinone.pipeline import DEFAULT_OVERLAP, FusionPipeline, image_to_tensor
-from degradations.io import ImageReadError, to_uint8
+from degradations.io import ImageReadError, OutputWriteError, to_uint8
 from degradations.pairs import align_to
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg")
@@ -74,6 +75,16 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoReadError(f"{path}: the container reports no frame rate")
     duration = float(duration) if duration and math.isfinite(duration) else None
     return VideoInfo(path, float(fps), duration, tuple(meta["size"]))
+
+
+def probe_pair(ir_path: str | os.PathLike, vi_path: str | os.PathLike, align: str) -> tuple[VideoInfo, VideoInfo]:
+    """Probe both videos; unless ``align`` is "resize", frame sizes that differ raise VideoReadError."""
+    ir_info, vi_info = probe(ir_path), probe(vi_path)
+    if ir_info.size != vi_info.size and align != "resize":
+        raise VideoReadError(
+            f"IR video {ir_info.path} is {ir_info.size[0]}x{ir_info.size[1]} but VIS video {vi_info.path} is "
+            f"{vi_info.size[0]}x{vi_info.size[1]}; pass --align resize to resize IR to the VIS size")
+    return ir_info, vi_info
 
 
 def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
@@ -154,37 +165,71 @@ class _AtomicVideoWriter:
 
     yuv420p, the H.264 flavour every player reads, needs even frame sides: an odd side gets one
     replicated row or column (``size`` is what was written), rather than a rescale of the whole frame.
+    The temporary file is named after the process; one left by a process that was killed (no cleanup
+    runs on SIGKILL) is removed by the next writer of the same path.
     """
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = path, fps
-        self.partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+        self.partial = self._partial_name(os.getpid())
         self.size: tuple[int, int] | None = None
         self._writer = None
+
+    def _partial_name(self, pid: int) -> Path:
+        return self.path.with_name(f".{self.path.stem}.{pid}.tmp{self.path.suffix}")
+
+    def _remove_stale_partials(self) -> None:
+        pattern = f".{glob.escape(self.path.stem)}.*.tmp{glob.escape(self.path.suffix)}"
+        for partial in self.path.parent.glob(pattern):
+            pid = partial.name[len(self.path.stem) + 2:].split(".")[0]
+            if pid.isdigit() and not _process_exists(int(pid)):
+                partial.unlink(missing_ok=True)
 
     def append(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
         if height % 2 or width % 2:
             frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        if self._writer is None:
-            import imageio.v2 as iio
+        try:
+            if self._writer is None:
+                import imageio.v2 as iio
 
-            self.size = (frame.shape[1], frame.shape[0])
-            self._writer = iio.get_writer(
-                self.partial, format="FFMPEG", mode="I", fps=self.fps, codec="libx264", pixelformat="yuv420p",
-                quality=OUTPUT_QUALITY, macro_block_size=1, ffmpeg_log_level="error")
-        self._writer.append_data(frame)
+                self._remove_stale_partials()
+                self.size = (frame.shape[1], frame.shape[0])
+                self._writer = iio.get_writer(
+                    self.partial, format="FFMPEG", mode="I", fps=self.fps, codec="libx264", pixelformat="yuv420p",
+                    quality=OUTPUT_QUALITY, macro_block_size=1, ffmpeg_log_level="error")
+            self._writer.append_data(frame)
+        except OSError as exc:  # ffmpeg could not create the file: it exits, and the pipe to it breaks
+            raise OutputWriteError(f"{self.path}: cannot write video ({_first_line(exc)})") from exc
 
     def __enter__(self) -> "_AtomicVideoWriter":
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if exc_type is None and self._writer is not None:
-            os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if exc_type is None and self._writer is not None:
+                os.replace(self.partial, self.path)
+        except OSError as error:
+            raise OutputWriteError(f"{self.path}: cannot write video ({_first_line(error)})") from error
+        finally:
+            self.partial.unlink(missing_ok=True)  # renamed away on success; a failed run leaves nothing
+
+
+def _first_line(exc: OSError) -> str:
+    """An OSError's reason without the ffmpeg command line and log that imageio appends to it."""
+    return exc.strerror or str(exc).strip().splitlines()[0]
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
 
 
 def fuse_videos(
@@ -215,11 +260,7 @@ def fuse_videos(
     """
     from tqdm import tqdm
 
-    ir_info, vi_info = probe(ir_path), probe(vi_path)
-    if ir_info.size != vi_info.size and align != "resize":
-        raise VideoReadError(
-            f"IR video {ir_info.path} is {ir_info.size[0]}x{ir_info.size[1]} but VIS video {vi_info.path} is "
-            f"{vi_info.size[0]}x{vi_info.size[1]}; pass --align resize to resize IR to the VIS size")
+    ir_info, vi_info = probe_pair(ir_path, vi_path, align)
     if not isinstance(condition, torch.Tensor):
         condition = pipeline.embed(condition, 1)  # once, not per frame
     durations = [d for d in (ir_info.duration_s, vi_info.duration_s) if d is not None]
@@ -240,6 +281,8 @@ def fuse_videos(
             milliseconds.append(1000.0 * (time.perf_counter() - start))
             writer.append(to_uint8(fused.cpu()))
             bar.update()
+        bar.total = bar.n  # the expected count came from container durations, which are approximate
+        bar.refresh()
     if accounting.frames_paired == 0:
         raise VideoReadError(f"no frames to fuse: {ir_info.path} and/or {vi_info.path} hold no decodable frame")
 

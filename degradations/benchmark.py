@@ -16,6 +16,7 @@ depends only on (seed, pair name, recipe, level), so any number of workers write
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,15 +26,18 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from . import recipes as recipes_mod
-from .io import encode_png, write_bytes_atomic
+from .io import encode_png, to_uint8, write_bytes_atomic
 from .pairs import Pair, find_pairs, load_pair, require_same_sizes
 from .recipes import Plan, Step, apply_steps, item_seed, plan
+
+if TYPE_CHECKING:
+    from .depth import DepthEstimator
 
 log = logging.getLogger("degradations")
 
@@ -41,6 +45,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.jsonl"
 PARTIAL = "manifest.partial.jsonl"
 RUN_FILE = "run.json"
+# What replay reads from each manifest record.
+_RECORD_KEYS = {"name", "recipe", "level", "ir_source", "vi_source", "steps", "sha256"}
 
 
 class BenchmarkError(RuntimeError):
@@ -80,22 +86,40 @@ class Item:
 _DEPTH = None  # per-process DepthCache, built on first use
 
 
+@functools.cache
+def depth_estimator(depth_model: str | None) -> DepthEstimator:
+    """This process's depth estimator for ``depth_model``, loaded once.
+
+    A model folder given explicitly must load (else ``FileNotFoundError`` / ``OSError`` naming it): haze made
+    with another depth than the one asked for would be silently wrong. Only the default lookup (``None``)
+    falls back, with a warning, to the heuristic.
+    """
+    from .depth import DepthEstimator
+
+    return DepthEstimator.load(depth_model, fallback=depth_model is None)
+
+
 def _depth_for(vi: torch.Tensor, depth_model: str | None, cache_dir: Path):
     """Depth of the clean VIS image, through the per-process disk cache (keyed by the image's content,
     so every item of a pair shares one map). Returns (depth, source)."""
     global _DEPTH
-    from .depth import DepthCache, DepthEstimator
+    from .depth import DepthCache
 
-    if _DEPTH is None:
-        _DEPTH = DepthCache(cache_dir, DepthEstimator.load(depth_model))
-    return _DEPTH(vi), _DEPTH.estimator.source
+    estimator = depth_estimator(depth_model)
+    if _DEPTH is None or _DEPTH.estimator is not estimator or _DEPTH.folder != cache_dir:
+        _DEPTH = DepthCache(cache_dir, estimator)
+    return _DEPTH(vi), estimator.source
+
+
+def _needs_depth(ops: Iterable[str]) -> bool:
+    return any(recipes_mod.OPS[op].needs_depth for op in ops)
 
 
 def render(steps: list[Step], pair: Pair, cfg: BenchmarkConfig, cache_dir: Path):
     """Clean and degraded images of one item, and the depth source used (None if no haze)."""
     ir, vi = load_pair(pair, cfg.align, cfg.ir_bits)
     depth = source = None
-    if any(recipes_mod.OPS[s.op].needs_depth for s in steps):
+    if _needs_depth(s.op for s in steps):
         depth, source = _depth_for(vi, cfg.depth_model, cache_dir)
     with torch.inference_mode():
         ir_d, vi_d = apply_steps(steps, ir, vi, depth)
@@ -147,12 +171,21 @@ def _make_record(item: Item, cfg: BenchmarkConfig, p: Plan, depth_source: str | 
     }
 
 
-def _init_worker() -> None:
+def _init_worker(logged: set[str]) -> None:
+    from . import depth
+
     torch.set_num_threads(1)
+    # The parent has shown these (missing depth weights, say) through the CLI's console already; a worker
+    # has no such handler and would print each again, bare, once per process.
+    depth._logged_messages.update(logged)
+
+
+def _plan(item: Item, cfg: BenchmarkConfig) -> Plan:
+    return plan(item.recipe, item.level, item_seed(cfg.seed, item.pair.name, item.recipe, item.level))
 
 
 def _generate_item(item: Item, cfg: BenchmarkConfig, out: Path) -> dict[str, Any]:
-    p = plan(item.recipe, item.level, item_seed(cfg.seed, item.pair.name, item.recipe, item.level))
+    p = _plan(item, cfg)
     images, source = render(p.steps, item.pair, cfg, out / ".cache" / "depth")
     digests = _write_outputs(out, output_paths(item), images)
     return _make_record(item, cfg, p, source, digests)
@@ -179,8 +212,11 @@ def _run_tasks(fn, tasks: list[tuple], workers: int, desc: str) -> Iterator[Any]
             finally:
                 torch.set_num_threads(previous)
             return
+        from . import depth
+
         # spawn, not fork: forking a process whose torch thread pool is running can deadlock.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(set(depth._logged_messages),)) as pool:
             futures = [pool.submit(fn, *task) for task in tasks]
             try:
                 for future in as_completed(futures):
@@ -201,7 +237,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
     if not path.exists():
         return records
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise BenchmarkError(f"{path}: not a JSON Lines file (not UTF-8 text)") from None
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -219,7 +258,11 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise BenchmarkError(f"{path}: manifest not found")
-    return _read_jsonl(path)
+    records = _read_jsonl(path)
+    if not records or not all(isinstance(r, dict) and _RECORD_KEYS <= r.keys() for r in records):
+        raise BenchmarkError(f"{path}: not a benchmark manifest (one JSON record per degraded pair, "
+                             f"as `allinone degrade` writes it in {MANIFEST})")
+    return records
 
 
 def _sort_key(record: dict[str, Any]) -> tuple:
@@ -249,11 +292,27 @@ def _clear_previous(out: Path, old: dict[str, Any] | None, cfg: BenchmarkConfig)
         (out / name).unlink(missing_ok=True)
 
 
+def _read_run_file(path: Path) -> dict[str, Any]:
+    """The settings a run.json holds; BenchmarkError naming the file when it is not one."""
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BenchmarkError(f"{path}: not a valid {RUN_FILE} ({exc})") from None
+    if not isinstance(settings, dict):
+        raise BenchmarkError(f"{path}: not a valid {RUN_FILE} (a JSON object is expected)")
+    return settings
+
+
 def _prepare_out(out: Path, cfg: BenchmarkConfig, overwrite: bool) -> None:
     """Create, resume or (with overwrite) clear the output folder; refuse anything else."""
     run_file = out / RUN_FILE
     if run_file.exists():
-        old = json.loads(run_file.read_text())
+        try:
+            old = _read_run_file(run_file)
+        except BenchmarkError:
+            if not overwrite:
+                raise
+            old = None  # unreadable: --overwrite clears what this run writes (other folders of the old run stay)
         if old == cfg.to_json() and not overwrite:
             # Resume. A kill mid-write leaves a hidden temporary file, never a half image: drop them.
             for stale in out.rglob(".*.tmp"):
@@ -299,24 +358,31 @@ Regenerate it bit-exact with:
 """
 
 
+def check_recipes_and_levels(recipes: Iterable[str], levels: Iterable[int]) -> None:
+    """BenchmarkError for an unknown recipe or a severity level outside 1..5."""
+    for recipe in recipes:
+        if recipe not in recipes_mod.RECIPES:
+            raise BenchmarkError(f"unknown recipe {recipe!r}; known: {', '.join(recipes_mod.RECIPES)}")
+    for level in levels:
+        if not 1 <= level <= 5:
+            raise BenchmarkError(f"severity level must be 1..5, got {level}")
+
+
 def generate(cfg: BenchmarkConfig, out: str | os.PathLike, *, workers: int = 1,
              overwrite: bool = False) -> list[dict[str, Any]]:
     """Generate (or resume) a benchmark; returns the sorted manifest records."""
     out = Path(out)
-    for recipe in cfg.recipes:
-        if recipe not in recipes_mod.RECIPES:
-            raise BenchmarkError(f"unknown recipe {recipe!r}; known: {', '.join(recipes_mod.RECIPES)}")
-    for level in cfg.levels:
-        if not 1 <= level <= 5:
-            raise BenchmarkError(f"severity level must be 1..5, got {level}")
+    check_recipes_and_levels(cfg.recipes, cfg.levels)
     pairs = find_pairs(cfg.ir_dir, cfg.vi_dir)
     if cfg.align != "resize":
         require_same_sizes(pairs)
     cfg.pairs = [p.name for p in pairs]
     _check_not_inputs(out, cfg)
+    items = [Item(p, r, lv) for r in cfg.recipes for lv in cfg.levels for p in pairs]
+    if any(_plan(it, cfg).needs_depth for it in items):
+        depth_estimator(cfg.depth_model)  # here, before any output: a depth model that does not load stops the run
     _prepare_out(out, cfg, overwrite)
 
-    items = [Item(p, r, lv) for r in cfg.recipes for lv in cfg.levels for p in pairs]
     done = {_sort_key(r): r for r in _read_jsonl(out / PARTIAL)}
     if (out / MANIFEST).exists():
         done.update({_sort_key(r): r for r in _read_jsonl(out / MANIFEST)})
@@ -336,10 +402,33 @@ def generate(cfg: BenchmarkConfig, out: str | os.PathLike, *, workers: int = 1,
     return sorted(records, key=_sort_key)
 
 
-def replay(manifest: str | os.PathLike, out: str | os.PathLike, *, ir_dir: str | None = None,
-           vi_dir: str | None = None, workers: int = 1, overwrite: bool = False) -> list[str]:
-    """Regenerate the benchmark of ``manifest`` into ``out``; returns the items whose bytes differ.
+def _changed_sources(record: dict[str, Any], pair: Pair, cfg: BenchmarkConfig, benchmark: Path) -> list[Path]:
+    """The sources of ``record``'s pair whose pixels, read as the run read them, differ from the clean copies
+    in the folder ``benchmark``; a copy that is not there is not checked."""
+    import numpy as np
+    from PIL import Image
 
+    ir, vi = load_pair(pair, cfg.align, cfg.ir_bits)
+    paths = output_paths(record)
+    changed = []
+    for source, image, copy in ((pair.ir, ir, benchmark / paths["clean_ir"]),
+                                (pair.vi, vi, benchmark / paths["clean_vi"])):
+        if copy.is_file():
+            with Image.open(copy) as kept:
+                if not np.array_equal(np.asarray(kept), to_uint8(image)):
+                    changed.append(source)
+    return changed
+
+
+def replay(manifest: str | os.PathLike, out: str | os.PathLike, *, ir_dir: str | None = None,
+           vi_dir: str | None = None, workers: int = 1, overwrite: bool = False) -> dict[str, Pair]:
+    """Regenerate the benchmark of ``manifest`` into ``out``; returns the items whose bytes differ, as
+    ``{"RECIPE/LEVEL/NAME": the clean pair it was made from}``.
+
+    Before anything is written, every clean source is compared with the copy that the benchmark folder of
+    ``manifest`` keeps in ``clean/``, where there is one: a source that changed is a BenchmarkError naming it.
+    Without copies a changed source shows as differing items; ``manifest.jsonl`` and ``README.md`` are written
+    only when every image matches, so such a folder never passes for a copy of the benchmark.
     ``ir_dir``/``vi_dir`` point at the clean sources when they moved since the manifest was written.
     """
     manifest = Path(manifest)
@@ -347,7 +436,10 @@ def replay(manifest: str | os.PathLike, out: str | os.PathLike, *, ir_dir: str |
     run_file = manifest.parent / RUN_FILE
     if not run_file.exists():
         raise BenchmarkError(f"{run_file}: missing (replay needs the run.json next to the manifest)")
-    cfg = BenchmarkConfig(**json.loads(run_file.read_text()))
+    try:
+        cfg = BenchmarkConfig(**_read_run_file(run_file))
+    except TypeError as exc:  # fields missing or unknown
+        raise BenchmarkError(f"{run_file}: not a valid {RUN_FILE} ({exc})") from None
     if ir_dir:
         cfg.ir_dir = ir_dir
     if vi_dir:
@@ -356,22 +448,35 @@ def replay(manifest: str | os.PathLike, out: str | os.PathLike, *, ir_dir: str |
     if out.resolve() == manifest.parent.resolve():
         raise BenchmarkError("replay must write to another folder than the manifest's")
     _check_not_inputs(out, cfg)
-    _prepare_out(out, cfg, overwrite)
 
     def source(recorded: str, moved_to: str | None) -> Path:
         return Path(moved_to) / Path(recorded).name if moved_to else Path(recorded)
 
-    tasks = []
+    pairs: dict[str, Pair] = {}
     for r in records:
         pair = Pair(r["name"], source(r["ir_source"], ir_dir), source(r["vi_source"], vi_dir))
         for path in (pair.ir, pair.vi):
             if not path.exists():
                 raise BenchmarkError(f"{path}: clean source of {r['name']} not found; pass --ir/--vi")
-        tasks.append((r, pair, cfg, out))
-    mismatched = []
+        pairs[r["name"]] = pair
+    copies = manifest.parent / "clean"
+    if copies.is_dir():
+        checks = [(r, pairs[r["name"]], cfg, manifest.parent) for r in {r["name"]: r for r in records}.values()]
+        changed = sorted(path for paths in _run_tasks(_changed_sources, checks, workers, "checking sources")
+                         for path in paths)
+        if changed:
+            raise BenchmarkError(f"{len(changed)} clean source(s) changed since {manifest} was written (they differ "
+                                 f"from the copies in {copies}): {', '.join(map(str, changed))}; restore them, "
+                                 "or pass --ir/--vi to point at the original sources")
+    if _needs_depth(s["op"] for r in records for s in r["steps"]):
+        depth_estimator(cfg.depth_model)  # here, before any output: a depth model that does not load stops the run
+    _prepare_out(out, cfg, overwrite)
+
+    mismatched = {}
     expected = {_sort_key(r): r["sha256"] for r in records}
-    for result in _run_tasks(_replay_item, tasks, workers, "replaying"):
+    for result in _run_tasks(_replay_item, [(r, pairs[r["name"]], cfg, out) for r in records], workers, "replaying"):
         if result["sha256"] != expected[result["key"]]:
-            mismatched.append("/".join(map(str, result["key"])))
-    _finish(out, records, cfg)
-    return sorted(mismatched)
+            mismatched["/".join(map(str, result["key"]))] = pairs[result["key"][2]]
+    if not mismatched:
+        _finish(out, records, cfg)
+    return dict(sorted(mismatched.items()))

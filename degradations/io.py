@@ -26,11 +26,25 @@ class ImageReadError(ValueError):
     """An input image could not be read; the message names the file."""
 
 
+class OutputWriteError(OSError):
+    """An output file could not be written; the message names the file the caller asked for, not the
+    temporary file the write went through."""
+
+
+def _read_failure(path: Path, exc: Exception) -> str:
+    """Why ``path`` could not be read, in the user's terms rather than imageio's."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty"
+    if "Could not find a backend" in str(exc):  # imageio's answer to a file no plugin recognises
+        return "not an image in a format this tool reads (PNG, JPEG, BMP, TIFF)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _read_array(path: Path) -> np.ndarray:
     try:
         arr = iio.imread(path)
     except Exception as exc:  # imageio raises many types for broken files
-        raise ImageReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        raise ImageReadError(f"{path}: cannot read image ({_read_failure(path, exc)})") from exc
     if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # drop alpha
         arr = arr[..., :-1]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3)):
@@ -47,6 +61,8 @@ def unit_range(arr: np.ndarray, bits: int | None = None) -> np.ndarray:
     """
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
+    if bits is not None and not 1 <= bits <= 16:
+        raise ValueError(f"bits must be in 1..16 (the bits a 16-bit file holds), got {bits}")
     if arr.dtype in (np.uint16, np.int32):
         scale = float(2 ** bits - 1) if bits else 65535.0
         return np.clip(arr.astype(np.float32) / scale, 0.0, 1.0)
@@ -125,15 +141,20 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     so a killed process leaves either no file or the complete one, never half a file. (No fsync: that
     guards against power loss, not a kill, and costs milliseconds per image.)"""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from exc
         raise
 
 

@@ -49,12 +49,21 @@ def levels_from_vector(vector: torch.Tensor) -> dict[str, int]:
 
 
 def parse_degradation_spec(spec: str) -> dict[str, int]:
-    """Parse the CLI form ``"haze:3,lowlight:2"`` into ``{"haze": 3, "lowlight": 2}``."""
+    """Parse the CLI form ``"haze:3,lowlight:2"`` into ``{"haze": 3, "lowlight": 2}``.
+
+    Levels are 1..MAX_LEVEL: a degradation at level 0 is absent, so naming it is a mistake, as is naming
+    one twice.
+    """
     levels: dict[str, int] = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, _, level = item.partition(":")
-        if not level.strip().isdigit():
-            raise ValueError(f"expected NAME:LEVEL in {spec!r}, got {item!r}")
-        levels[name.strip()] = int(level)
-    label_vector(levels)  # validates names and levels
+        name, colon, level = (part.strip() for part in item.partition(":"))
+        if not colon or not level.isdigit():
+            raise ValueError(f"{item!r} is not NAME:LEVEL with a whole-number level 1..{MAX_LEVEL} "
+                             f"(e.g. haze:3,lowlight:2)")
+        if name in levels:
+            raise ValueError(f"{name!r} is given twice in {spec!r}")
+        if not 1 <= int(level) <= MAX_LEVEL:
+            raise ValueError(f"level of {name!r} must be in 1..{MAX_LEVEL}, got {level}")
+        levels[name] = int(level)
+    label_vector(levels)  # validates the names
     return levels

@@ -2,7 +2,7 @@
 
 Usage:
     python scripts/mi_sensitivity.py [--noise 0.5 1 2 4] [--recipes blur lowres] [--checkpoint DIR]
-        [--data ../shared/data/eval] [--pairs-per-subset N] [--seed 0] [--threads 2]
+        [--snap 1 2 4] [--data ../shared/data/eval] [--pairs-per-subset N] [--seed 0] [--threads 2]
 
 The max-select fusion of each clean pair of scripts/eval_fusion.py (the baseline that leads on MI in five of
 its six degraded recipes) is changed slightly and scored against the clean sources, as eval_fusion scores the
@@ -12,7 +12,11 @@ synthetic recipes:
 - a gain of 1.02 on every channel (a monotonic tone change: MI counts it only where two grey levels merge);
 - for each of --recipes, the max-select of the pair degraded by that recipe at level 3 (eval_fusion's plans);
 - with --checkpoint, that model's output on the clean pair (told clean) and on each degraded pair (told its
-  degradation).
+  degradation);
+- with --checkpoint and --snap, each of those outputs with every pixel whose luma lies within T grey levels of
+  the max-select's (of the same pair, clean or degraded) replaced by the max-select pixel, for each T: the
+  pixel-wise path from our output to max-select, which shows what copying source pixels unchanged gains on MI
+  and costs on SSIM. A measurement only: the shipped pipeline does not snap.
 Each row gives the mean metrics and RMSE, the root-mean-square difference in grey levels of the row's luma
 from the unchanged max-select's. MI counts how often an output grey level recurs with the same source grey
 level, so a change of a grey level here and there costs it much more than it costs the other metrics; this is
@@ -70,8 +74,15 @@ def luma_rmse(image: torch.Tensor, reference_luma: np.ndarray) -> float:
     return float(np.sqrt(np.mean((luma8(image) - reference_luma) ** 2)))
 
 
+def snapped(image: torch.Tensor, target: torch.Tensor, within_levels: float) -> torch.Tensor:
+    """``image`` (1, C, H, W) with each pixel whose 8-bit luma lies within ``within_levels`` grey levels of
+    ``target``'s replaced by the ``target`` pixel."""
+    close = np.abs(luma8(image) - luma8(target)) <= within_levels
+    return torch.where(torch.from_numpy(close), target, image)
+
+
 def variants(sample: Sample, noise: Sequence[float], recipes: Sequence[str], model: FusionCNN | None, seed: int,
-             depth: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+             depth: Callable[[torch.Tensor], torch.Tensor], snap: Sequence[float] = ()) -> dict[str, torch.Tensor]:
     """The rows' images for one clean pair, by row name."""
     fused = max_fusion(sample.ir, sample.vi)
     generator = torch.Generator().manual_seed(seed)
@@ -79,14 +90,19 @@ def variants(sample: Sample, noise: Sequence[float], recipes: Sequence[str], mod
     out.update({f"+ noise, sigma {sigma:g} grey levels": add_noise(fused, sigma, generator) for sigma in noise})
     out["3x3 box blur"] = box_blur3(fused)
     out[f"x {GAIN:g} gain"] = (fused * GAIN).clamp(0.0, 1.0)
+
+    def add_ours(name: str, ours: torch.Tensor, selected: torch.Tensor) -> None:
+        out[name] = ours
+        out.update({f"{name}, max-select within {t:g}": snapped(ours, selected, t) for t in snap})
+
     if model is not None:
-        out["ours on the clean pair, told clean"] = model(sample.ir, sample.vi, labels_condition({}))
+        add_ours("ours on the clean pair, told clean", model(sample.ir, sample.vi, labels_condition({})), fused)
     for recipe in recipes:
         p, degraded = degrade(sample, recipe, LEVEL, seed, lambda: depth(sample.vi))
-        out[f"max-select of the {recipe} L{LEVEL} pair"] = max_fusion(degraded.ir, degraded.vi)
+        selected = out[f"max-select of the {recipe} L{LEVEL} pair"] = max_fusion(degraded.ir, degraded.vi)
         if model is not None:
-            out[f"ours on the {recipe} L{LEVEL} pair, told {recipe}"] = model(
-                degraded.ir, degraded.vi, labels_condition(p.levels))
+            add_ours(f"ours on the {recipe} L{LEVEL} pair, told {recipe}",
+                     model(degraded.ir, degraded.vi, labels_condition(p.levels)), selected)
     return out
 
 
@@ -98,6 +114,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="synthetic recipes whose max-select rows to add (default blur lowres)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a fusion model whose output on each recipe's pairs to add (default none)")
+    parser.add_argument("--snap", type=float, nargs="*", default=[],
+                        help="with --checkpoint: grey-level thresholds T of the rows that replace our output by "
+                             "max-select wherever their lumas differ by at most T (default none)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
     parser.add_argument("--pairs-per-subset", type=int, default=None, help="first N pairs of each subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and degradation plans")
@@ -105,6 +124,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if any(sigma <= 0 for sigma in args.noise):
         parser.error("--noise values must be > 0")
+    if args.snap and args.checkpoint is None:
+        parser.error("--snap needs --checkpoint")
+    if any(t < 0 for t in args.snap):
+        parser.error("--snap values must be >= 0")
     return args
 
 
@@ -121,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with torch.inference_mode():
         for sample in tqdm(samples, desc="pairs", unit="pair"):
             sources = scorer.sources(sample.ir, sample.vi)
-            images = variants(sample, args.noise, args.recipes, model, args.seed, depth)
+            images = variants(sample, args.noise, args.recipes, model, args.seed, depth, args.snap)
             reference_luma = luma8(images["max-select"])
             for name, image in images.items():
                 scorer.queue(image, sources, method=name)

@@ -374,6 +374,15 @@ def test_mi_sensitivity_noise_has_the_asked_spread_and_the_blur_keeps_a_flat_ima
     assert mi_sensitivity.luma_rmse(noisy_gray, mi_sensitivity.luma8(gray)) == pytest.approx(2.0, rel=0.1)
 
 
+def test_mi_sensitivity_snaps_only_the_pixels_within_the_threshold():
+    target = torch.full((1, 1, 2, 3), 100 / 255)
+    image = target + torch.tensor([0.0, 1.0, 2.0, 3.0, -3.0, 9.0]).reshape(1, 1, 2, 3) / 255
+    for threshold, replaced in [(0, 1), (2, 3), (3, 5)]:
+        out = mi_sensitivity.snapped(image, target, threshold)
+        assert int((out == target).sum()) == replaced
+        assert torch.equal(out[out != target], image[out != target])  # the rest is left as it was
+
+
 def test_mi_sensitivity_scores_mi_down_as_the_noise_grows(data_root):
     result = run_script("mi_sensitivity.py", "--data", data_root / "eval", "--pairs-per-subset", "1",
                         "--threads", "1", "--noise", "1", "4", "--recipes")

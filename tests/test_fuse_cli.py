@@ -84,7 +84,7 @@ def test_folder_run_resumes_and_overwrite_redoes(fuse, pairs, tmp_path):
     out = tmp_path / "out"
     code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out)
     assert code == 0 and summary["count"] == 3 and summary["skipped"] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
     kept = (out / "a.png").stat().st_mtime_ns
     (out / "b.png").unlink()  # as if the first run had been interrupted before b
     code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out)
@@ -123,7 +123,7 @@ def test_a_pair_that_fails_to_decode_mid_run_stops_it_after_the_outputs_before_i
     out = tmp_path / "out"
     code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out)
     assert code == 2 and str(vi_dir / "b.png") in err
-    assert sorted(path.name for path in out.iterdir()) == ["a.png"]
+    assert sorted(path.name for path in out.glob("*.png")) == ["a.png"]
     with Image.open(out / "a.png") as image:
         image.load()
 
@@ -144,6 +144,56 @@ def test_bad_requests_are_user_errors(fuse, pairs, tmp_path):
     assert code == 2 and "smog" in err
     code, _, err = fuse("--ir", ir_dir / "missing.png", "--vi", vi_dir / "a.png", "-o", tmp_path / "x.png")
     assert code == 2 and "missing.png" in err
+    code, _, err = fuse("--ir", ir_dir / "a.png", "--vi", vi_dir / "a.png", "-o", tmp_path / "x.png",
+                        "--tile", "16", "--overlap", "0")
+    assert code == 2 and "--tile 16 is too small" in err and not (tmp_path / "x.png").exists()
+
+
+def test_the_summary_may_not_replace_an_input_the_output_or_an_existing_file(fuse, pairs, tmp_path):
+    ir_dir, vi_dir = pairs
+    pair = ("--ir", ir_dir / "a.png", "--vi", vi_dir / "a.png")
+    before = (ir_dir / "a.png").read_bytes()
+    out, existing = tmp_path / "f.png", tmp_path / "old.json"
+    existing.write_text("keep me")
+    for summary, overwrite, expected in [(ir_dir / "a.png", ("--overwrite",), "is an input"),
+                                         (out, (), "is also the output"), (existing, (), "exists")]:
+        code, _, err = fuse(*pair, "-o", out, "--summary", summary, *overwrite)
+        assert code == 2 and "--summary" in err and expected in err, err
+        assert not out.exists()  # refused before any work
+    assert (ir_dir / "a.png").read_bytes() == before and existing.read_text() == "keep me"
+
+
+def test_outputs_that_cannot_be_written_are_named_without_a_traceback(fuse, pairs, tmp_path):
+    ir_dir, vi_dir = pairs
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _, err = fuse("--ir", ir_dir / "a.png", "--vi", vi_dir / "a.png", "-o", blocker / "f.png")
+    assert code == 2 and f"{blocker} is a file" in err and "Traceback" not in err
+    code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "out.png")
+    assert code == 2 and "output folder" in err and not (tmp_path / "out.png").exists()
+
+
+def test_write_failures_name_the_target_not_the_temporary_file(tmp_path, monkeypatch, capsys):
+    from degradations.io import OutputWriteError, write_bytes_atomic
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".x.png.abc.tmp"))
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(OutputWriteError, match=r"x\.png: cannot write \(Permission denied\)") as caught:
+        write_bytes_atomic(tmp_path / "x.png", b"data")
+    assert ".tmp" not in str(caught.value)
+
+
+def test_ir_bits_and_an_empty_prompt_are_checked(fuse, pairs, tmp_path, capsys):
+    ir_dir, vi_dir = pairs
+    pair = ("--ir", ir_dir / "a.png", "--vi", vi_dir / "a.png", "-o", tmp_path / "f.png")
+    for bits in ("0", "2000", "twelve"):
+        with pytest.raises(SystemExit) as exit_:
+            fuse(*pair, "--ir-bits", bits)
+        assert exit_.value.code == 2 and "--ir-bits" in capsys.readouterr().err
+    code, _, err = fuse(*pair, "--prompt", "  ")
+    assert code == 2 and "--prompt is empty" in err and not (tmp_path / "f.png").exists()
 
 
 def _write_video(path: Path, frames: int, fps: int, seed: int) -> None:
@@ -174,6 +224,22 @@ def test_videos_with_different_rates_are_paired_by_timestamp(fuse, tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     code, _, err = fuse("--ir", tmp_path / "ir.mp4", "--vi", tmp_path / "vi.mp4", "-o", out)
     assert code == 2 and "exists" in err
+
+
+def test_video_sizes_are_checked_before_the_estimator_and_stale_partials_removed(fuse, tmp_path):
+    import imageio.v2 as iio
+
+    _write_video(tmp_path / "ir.mp4", frames=3, fps=10, seed=0)
+    with iio.get_writer(tmp_path / "vi.mp4", format="FFMPEG", fps=10, ffmpeg_log_level="error") as writer:
+        for _ in range(3):
+            writer.append_data(np.zeros((48, 32, 3), dtype=np.uint8))
+    out = tmp_path / "fused.mp4"
+    code, _, err = fuse("--ir", tmp_path / "ir.mp4", "--vi", tmp_path / "vi.mp4", "-o", out)  # blind by default
+    assert code == 2 and "--align resize" in err and "Traceback" not in err
+    dead = tmp_path / ".fused.999999999.tmp.mp4"  # what a killed run leaves: no process has this id
+    dead.write_bytes(b"half a video")
+    code, _, _ = fuse("--ir", tmp_path / "ir.mp4", "--vi", tmp_path / "vi.mp4", "-o", out, "--align", "resize")
+    assert code == 0 and out.exists() and not dead.exists()
 
 
 def test_auto_degradation_estimates_each_input_and_reports_it(fuse, pairs, tmp_path):
@@ -213,7 +279,7 @@ def test_without_a_condition_it_fuses_blind_and_none_fuses_unconditioned(fuse, p
     assert code == 0 and summary["condition"]["degradation"] == "auto"
     assert set(map(str, summary["condition"]["estimated"].values())) == {"{'haze': 4}"}
     code, _, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "told", "--degradation", "haze:4")
-    names = sorted(path.name for path in (tmp_path / "told").iterdir())
+    names = sorted(path.name for path in (tmp_path / "told").glob("*.png"))
     for name in names:  # the default fuses as if told what the estimator saw
         assert np.array_equal(np.asarray(Image.open(tmp_path / "default" / name)),
                               np.asarray(Image.open(tmp_path / "told" / name)))
@@ -278,3 +344,33 @@ def test_two_real_pairs(fuse, eval_subset, tmp_path):
         with Image.open(tmp_path / "vi" / f"{stem}.png") as vi, Image.open(tmp_path / "out" / f"{stem}.png") as fused:
             assert fused.size == vi.size and fused.mode == "RGB"
             assert np.asarray(fused).std() > 5  # a picture, not a flat frame
+
+
+def test_an_interrupt_promises_a_resume_only_where_rerunning_resumes(fuse, pairs, tmp_path, monkeypatch):
+    import allinone.commands.fuse as fuse_command
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fuse_command, "_fuse_pair", interrupt)
+    monkeypatch.setattr(fuse_command, "_fuse_folder", interrupt)
+    ir_dir, vi_dir = pairs
+    code, _, err = fuse("--ir", ir_dir / "a.png", "--vi", vi_dir / "a.png", "-o", tmp_path / "f.png")
+    assert code == 130 and "interrupted" in err and "resume" not in err
+    code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", tmp_path / "out")
+    assert code == 130 and "run the same command again to resume" in err
+
+
+def test_a_folder_fused_with_other_settings_is_not_resumed_into(fuse, pairs, tmp_path):
+    ir_dir, vi_dir = pairs
+    out = tmp_path / "out"
+    code, _, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out, "--degradation", "haze:3")
+    assert code == 0
+    (out / "b.png").unlink()  # as if interrupted
+    code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out, "--degradation", "noise:2")
+    assert code == 2 and "other settings" in err and "degradation was {'haze': 3}" in err
+    assert not (out / "b.png").exists()
+    code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out, "--degradation", "haze:3")
+    assert code == 0 and summary["count"] == 1 and summary["skipped"] == 2
+    code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out, "--degradation", "noise:2", "--overwrite")
+    assert code == 0 and summary["count"] == 3

@@ -26,6 +26,9 @@ def test_ir_16bit_is_scaled_by_its_range(tmp_path):
     arr14 = np.full((4, 6), 8191, np.uint16)  # mid-scale of a 14-bit sensor
     Image.fromarray(arr14).save(tmp_path / "t14.png")
     assert read_ir(tmp_path / "t14.png", bits=14).mean().item() == pytest.approx(8191 / 16383, abs=1e-6)
+    for bits in (0, 17, 2000):  # 2 ** 2000 overflowed a float before bits were checked
+        with pytest.raises(ValueError, match="1..16"):
+            read_ir(tmp_path / "t14.png", bits=bits)
 
 
 def test_vis_gray_stays_one_channel_and_colour_keeps_three(tmp_path):
@@ -39,8 +42,12 @@ def test_vis_gray_stays_one_channel_and_colour_keeps_three(tmp_path):
 def test_unreadable_file_is_named(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png at all")
-    with pytest.raises(ImageReadError, match="broken.png"):
+    with pytest.raises(ImageReadError, match="broken.png: cannot read image \\(not an image in a format"):
         read_vis(bad)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty.png: cannot read image \\(the file is empty\\)"):
+        read_ir(empty)
 
 
 def test_png_round_trip_is_exact_for_8bit_values(tmp_path):

@@ -249,8 +249,9 @@ def test_niqe_on_real_image(msrs_pair):
 
 
 def test_niqe_needs_two_blocks():
-    with pytest.raises(ValueError, match="96x96"):
+    with pytest.raises(ValueError, match="96x96") as info:
         M.niqe(texture((100, 150)))
+    assert "image is 150x100" in str(info.value)  # width x height, like every other message
 
 
 @needs_basicsr
@@ -319,6 +320,19 @@ def test_lpips_rejects_weights_of_another_network(tmp_path):
         M.lpips_distance(texture(), texture(), backbone_path=path)
 
 
+def test_lpips_rejects_files_that_are_not_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lpips")
+    png = tmp_path / "ir.png"
+    Image.fromarray(texture()).save(png)
+    tensor = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), tensor)
+    for path, why in [(png, "torch.load fails"), (tensor, "holds a Tensor")]:
+        with pytest.raises(ValueError, match="not a usable LPIPS backbone weights file") as info:
+            M.lpips_distance(texture(), texture(), backbone_path=path)
+        assert str(path) in str(info.value) and why in str(info.value)
+
+
 # --- the ``allinone metrics`` command -------------------------------------------------------------
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -342,7 +356,7 @@ def fused_folder(eval_subset, tmp_path):
 
 @needs_basicsr
 def test_cli_writes_csv_and_refuses_to_overwrite(fused_folder, tmp_path, capsys):
-    from allinone.cli import UserError
+    from allinone.outputs import OutputError
 
     folder, fused = fused_folder
     out = tmp_path / "scores.csv"
@@ -358,7 +372,7 @@ def test_cli_writes_csv_and_refuses_to_overwrite(fused_folder, tmp_path, capsys)
     assert "Qabf" in printed and "mean" in printed
 
     before = out.read_bytes()
-    with pytest.raises(UserError, match="exists"):
+    with pytest.raises(OutputError, match="exists"):
         args.func(args)
     assert out.read_bytes() == before
 
@@ -371,15 +385,15 @@ def write_images(folder, images: dict[str, np.ndarray]):
 
 
 def test_cli_overwrites_csv_only_when_asked(tmp_path):
-    from allinone.cli import UserError
+    from allinone.outputs import OutputError
 
-    ir = write_images(tmp_path / "ir", {"a.png": texture((24, 32), seed=1)})
-    vi = write_images(tmp_path / "vi", {"a.png": np.stack([texture((24, 32), seed=s) for s in (2, 3, 4)], -1)})
-    fused = write_images(tmp_path / "fused", {"a.png": texture((24, 32), seed=5)})
+    ir = write_images(tmp_path / "ir", {"a.png": texture((48, 64), seed=1)})
+    vi = write_images(tmp_path / "vi", {"a.png": np.stack([texture((48, 64), seed=s) for s in (2, 3, 4)], -1)})
+    fused = write_images(tmp_path / "fused", {"a.png": texture((48, 64), seed=5)})
     out = tmp_path / "scores.csv"
     out.write_text("old\n")
     args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused), "--csv", str(out), "--no-niqe"])
-    with pytest.raises(UserError, match="--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite"):
         args.func(args)
     assert out.read_text() == "old\n"
     args.overwrite = True
@@ -387,6 +401,99 @@ def test_cli_overwrites_csv_only_when_asked(tmp_path):
     with out.open() as f:
         assert next(csv.reader(f)) == ["image", *M.METRIC_NAMES]
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def small_folders(tmp_path, shape=(48, 64), **shapes):
+    """--ir, --vi and --fused folders of one image ``a.png`` each, ``shape`` unless ``shapes`` says otherwise."""
+    return [write_images(tmp_path / role, {"a.png": texture(shapes.get(role, shape), seed=seed)})
+            for seed, role in enumerate(("ir", "vi", "fused"))]
+
+
+def test_cli_never_writes_csv_over_an_input(tmp_path):
+    from allinone.outputs import OutputError
+
+    ir, vi, fused = small_folders(tmp_path)
+    for target in (ir / "a.png", vi / "a.png", fused / "a.png", vi):
+        before = {p: p.read_bytes() for folder in (ir, vi, fused) for p in folder.iterdir()}
+        args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused), "--no-niqe",
+                      "--csv", str(target), "--overwrite"])
+        with pytest.raises(OutputError, match="is an input"):
+            args.func(args)
+        assert {p: p.read_bytes() for folder in (ir, vi, fused) for p in folder.iterdir()} == before
+
+
+def test_cli_creates_the_folder_of_csv(tmp_path):
+    ir, vi, fused = small_folders(tmp_path)
+    out = tmp_path / "new" / "sub" / "scores.csv"
+    args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused), "--no-niqe", "--csv", str(out)])
+    assert args.func(args) == 0
+    assert out.read_text().startswith("image,EN,")
+
+
+def test_cli_rejects_a_file_that_is_not_lpips_weights(tmp_path):
+    pytest.importorskip("lpips")
+    from allinone.cli import UserError
+
+    ir, vi, fused = small_folders(tmp_path)
+    args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused), "--no-niqe", "--ref", str(vi),
+                  "--lpips-backbone", str(ir / "a.png")])
+    with pytest.raises(UserError, match="not a usable LPIPS backbone weights file") as info:
+        args.func(args)
+    assert str((ir / "a.png").resolve()) in str(info.value) and "weights_only" not in str(info.value)
+
+
+def test_cli_niqe_on_a_small_image_says_width_x_height_and_how_to_skip(tmp_path):
+    from allinone.cli import UserError
+
+    ir, vi, fused = small_folders(tmp_path, (48, 64))
+    args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused)])
+    with pytest.raises(UserError, match="--no-niqe") as info:
+        args.func(args)
+    assert str(fused / "a.png") in str(info.value) and "image is 64x48" in str(info.value)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("shape", [(1, 1), (500, 3), (3, 500), (40, 200)])
+def test_cli_rejects_images_too_small_for_the_metrics(tmp_path, shape):
+    from allinone.cli import UserError
+
+    ir, vi, fused = small_folders(tmp_path, shape)
+    args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused), "--no-niqe"])
+    with pytest.raises(UserError, match=f"at least {M.MIN_SIDE}x{M.MIN_SIDE} pixels") as info:
+        args.func(args)
+    assert str(fused / "a.png") in str(info.value) and f"{shape[1]}x{shape[0]}" in str(info.value)
+
+
+@pytest.mark.filterwarnings("error")
+def test_min_side_is_where_every_vif_scale_counts(tmp_path, monkeypatch):
+    """At MIN_SIDE the command scores without a warning and VIF's coarsest scale holds a pixel; one less
+    and it is empty, so VIF would silently be a sum over fewer scales."""
+    ir, vi, fused = small_folders(tmp_path, (M.MIN_SIDE, M.MIN_SIDE))
+    args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused), "--no-niqe", "--ref", str(vi)])
+    assert args.func(args) == 0
+
+    sizes = []  # of every filtered map; the last is the coarsest scale's covariance
+    filter_valid = M._filter_valid
+
+    def recording(image, window):
+        filtered = filter_valid(image, window)
+        sizes.append(filtered.size)
+        return filtered
+
+    monkeypatch.setattr(M, "_filter_valid", recording)
+    for side, coarsest in [(M.MIN_SIDE, 1), (M.MIN_SIDE - 1, 0)]:
+        M.visual_information_fidelity(*(texture((side, side), seed) for seed in range(3)))
+        assert sizes[-1] == coarsest
+
+
+def test_cli_size_mismatch_names_the_source_that_differs(tmp_path):
+    from allinone.cli import UserError
+
+    ir, vi, fused = small_folders(tmp_path, (48, 64), ir=(60, 80))
+    args = parse(["--ir", str(ir), "--vi", str(vi), "--fused", str(fused), "--no-niqe"])
+    with pytest.raises(UserError) as info:
+        args.func(args)
+    assert f"IR {ir / 'a.png'} is 80x60 but the fused image {fused / 'a.png'} is 64x48" in str(info.value)
 
 
 def test_cli_errors_name_the_file(tmp_path):

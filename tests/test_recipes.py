@@ -121,8 +121,10 @@ def test_label_vector_and_spec():
     assert parse_degradation_spec("haze:3, lowlight:2") == {"haze": 3, "lowlight": 2}
     with pytest.raises(ValueError):
         parse_degradation_spec("fog:3")
-    with pytest.raises(ValueError):
-        parse_degradation_spec("haze:9")
+    for spec, message in [("haze:9", "1..5"), ("haze:0", "1..5"), ("haze", "NAME:LEVEL"),
+                          ("haze:abc", "whole-number"), ("haze:3,haze:1", "twice")]:
+        with pytest.raises(ValueError, match=message):
+            parse_degradation_spec(spec)
 
 
 def test_levels_from_vector_inverts_label_vector():

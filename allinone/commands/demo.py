@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .. import console
+from ..cli import RERUN_RESUMES
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SHEET_PAIR = "00055D"  # a daylight MSRS pair: every degradation, low light included, shows on it
@@ -29,21 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes for degrading (default: %(default)s)")
     p.add_argument("--checkpoint", default=None, help="model folder (default: the shipped checkpoints/fusion_cnn)")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resume_hint=RERUN_RESUMES)
 
 
-def _fuse_benchmark(bench: Path, records: list[dict], out: Path, checkpoint, overwrite: bool, threads: int) -> dict:
-    """Fuse each degraded pair of the benchmark on ``threads`` CPU threads, conditioned on its labels; returns a
-    summary."""
+def _fuse_benchmark(bench: Path, records: list[dict], out: Path, pipe, overwrite: bool, threads: int) -> dict:
+    """Fuse each degraded pair of the benchmark with ``pipe`` on ``threads`` CPU threads, conditioned on its
+    labels; returns a summary."""
     from degradations.io import read_ir, read_vis, write_png
     from degradations.labels import label_vector
     from tqdm.auto import tqdm
 
     from ..background_io import run_with_background_io
     from ..conditioning import Condition
-    from ..pipeline import DEFAULT_CHECKPOINT, FusionPipeline
 
-    pipe = FusionPipeline.from_pretrained(checkpoint or DEFAULT_CHECKPOINT)
     pipe.use_threads(threads)
 
     def target(record: dict) -> Path:
@@ -62,7 +61,7 @@ def _fuse_benchmark(bench: Path, records: list[dict], out: Path, checkpoint, ove
         todo, lambda record: (read_ir(bench / record["outputs"]["ir"]), read_vis(bench / record["outputs"]["vi"])),
         fuse, lambda record, fused: write_png(target(record), fused),
         progress=lambda items: tqdm(items, desc="fusing", unit="pair"))
-    return {"checkpoint": str(checkpoint or DEFAULT_CHECKPOINT), "fused": len(todo), "skipped_existing": skipped,
+    return {"checkpoint": str(pipe.checkpoint), "fused": len(todo), "skipped_existing": skipped,
             "ms_per_pair_median": round(1000 * sorted(times)[len(times) // 2], 1) if times else None,
             "threads": threads, "concurrent_priors": pipe.model.prior_executor is not None}
 
@@ -100,13 +99,20 @@ def run(args: argparse.Namespace) -> int:
     from degradations.recipes import RECIPES
 
     from .contact_sheet import write_contact_sheet
+    from ..cli import UserError
+    from .degrade import check_workers
+    from .fuse import load_pipeline
 
+    check_workers(args.workers)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; the demo writes a folder")
+    pipe = load_pipeline(args.checkpoint)  # before the degrade stage: a wrong --checkpoint stops the run at once
     out = Path(args.out)
     cfg = benchmark.BenchmarkConfig(ir_dir=str(SAMPLES / "ir"), vi_dir=str(SAMPLES / "vi"),
                                     recipes=DEMO_RECIPES, levels=[DEMO_LEVEL], seed=0)
     bench = out / "benchmark"
     records = benchmark.generate(cfg, bench, workers=args.workers, overwrite=args.overwrite)
-    summary = _fuse_benchmark(bench, records, out / "fused", args.checkpoint, args.overwrite, args.threads)
+    summary = _fuse_benchmark(bench, records, out / "fused", pipe, args.overwrite, args.threads)
 
     strip, sheet = out / "fused_examples.png", out / "contact_sheet.png"
     figures = {

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .. import console
+from ..cli import RERUN_RESUMES, bit_depth
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,19 +46,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the shipped checkpoints/degradation_estimator)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile size in pixels (default: whole frame up to 1024x1024 pixels, 512-pixel tiles beyond; "
-                        "0: always the whole frame)")
+                        "0: always the whole frame; else at least 64)")
     p.add_argument("--overlap", type=int, default=32, help="overlap of neighbouring tiles in pixels (default: 32)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                    help="where the model runs; auto picks cuda when available (default: cpu)")
     p.add_argument("--align", choices=("error", "resize"), default="error",
                    help="IR/VIS size mismatch: fail (default) or resize IR to the VIS size")
-    p.add_argument("--ir-bits", type=int, default=None,
+    p.add_argument("--ir-bits", type=bit_depth, default=None,
                    help="bit depth of 16-bit IR files holding 12/14-bit counts (default: full 16-bit range)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (default: refuse for a file or video, skip in a folder)")
     p.add_argument("--summary", metavar="FILE.json", default=None,
                    help="also write the JSON summary to this file (it is always printed as the last line of stdout)")
     p.set_defaults(func=run)
+
+
+# The smallest tile --tile accepts: the model predicts its smooth maps at 1/4 resolution, so a smaller tile
+# leaves them a 16x16 view or less, and thousands of tiles per frame.
+MIN_TILE = 64
 
 
 def _kind(path: Path) -> str:
@@ -71,31 +77,42 @@ def _kind(path: Path) -> str:
     return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else "unknown"
 
 
-def _same_path(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
-def _check_output(mode: str, out: Path, inputs: tuple[Path, Path], overwrite: bool) -> None:
-    """Fail before any work when the output is of the wrong kind, is an input, or exists (file/video)."""
+def _check_outputs(mode: str, out: Path, summary: Path | None, inputs: tuple[Path, Path], overwrite: bool) -> None:
+    """Fail before any work when an output is of the wrong kind, is an input, or exists (a file or video)."""
     from degradations.io import IMAGE_SUFFIXES
 
     from ..cli import UserError
+    from ..outputs import check_output_file
+    from ..video import VIDEO_SUFFIXES
 
-    for source in inputs:
-        if _same_path(out, source):
-            raise UserError(f"-o {out} is the input {source}; choose another output so the input is not overwritten")
     if mode == "folder":
+        if any(out.resolve() == source.resolve() for source in inputs):
+            raise UserError(f"-o {out} is an input folder; choose another output folder so the inputs are kept")
         if out.exists() and not out.is_dir():
             raise UserError(f"-o {out} is a file; folder inputs need an output folder")
-        return
-    if mode == "pair" and out.suffix.lower() not in IMAGE_SUFFIXES:
+        if not out.exists() and out.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+            raise UserError(f"-o {out}: folder inputs need an output folder, not an image or video file")
+    elif mode == "pair" and out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"-o {out}: image inputs need an image output ({', '.join(IMAGE_SUFFIXES)})")
-    if mode == "video" and out.suffix.lower() != ".mp4":
+    elif mode == "video" and out.suffix.lower() != ".mp4":
         raise UserError(f"-o {out}: video inputs need an .mp4 output")
-    if out.is_dir():
-        raise UserError(f"-o {out} is a folder; {mode} inputs need an output file")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    if mode != "folder":
+        check_output_file("-o", out, inputs=inputs, overwrite=overwrite)
+    if summary is not None:
+        check_output_file("--summary", summary, inputs=inputs, overwrite=overwrite, other_outputs=(out,))
+
+
+def load_pipeline(checkpoint: str | None, device: str = "cpu", estimator: str | None = None):
+    """The FusionPipeline of ``--checkpoint`` (default: the shipped one); a folder that holds no usable model is
+    a UserError naming it."""
+    from ..cli import UserError
+    from ..pipeline import DEFAULT_CHECKPOINT, DEFAULT_ESTIMATOR, FusionPipeline
+
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    try:
+        return FusionPipeline.from_pretrained(path, device=device, estimator_path=estimator or DEFAULT_ESTIMATOR)
+    except (ValueError, RuntimeError) as exc:  # wrong model type or version, weights that do not fit the config
+        raise UserError(f"--checkpoint {path}: {exc}") from exc
 
 
 def _device(name: str) -> str:
@@ -134,7 +151,7 @@ class _Fuser:
     def __init__(self, pipeline, args, degradation) -> None:
         from ..pipeline import AUTO, make_condition
 
-        self.pipeline, self.args = pipeline, args
+        self.pipeline, self.args, self.degradation = pipeline, args, degradation
         self.estimates: dict[str, dict[str, int]] | None = {} if degradation == AUTO else None
         self.fixed = None if degradation == AUTO else pipeline.embed(make_condition(args.prompt, degradation), 1)
         self.milliseconds: list[float] = []
@@ -171,6 +188,35 @@ def _fuse_pair(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     return {"count": 1, "skipped": 0, "ms_per_pair_median": _median_ms(fuser.milliseconds)}
 
 
+# Written into an output folder before its first image: what the images there were fused with, so that a
+# resumed run made with other settings is refused instead of mixing two kinds of output in one folder.
+FOLDER_SETTINGS = ".allinone-fuse.json"
+
+
+def _folder_settings(args, degradation) -> dict:
+    return {"checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else "shipped",
+            "estimator": str(Path(args.estimator).resolve()) if args.estimator else "shipped",
+            "degradation": degradation, "prompt": args.prompt, "align": args.align, "ir_bits": args.ir_bits,
+            "tile": args.tile, "overlap": args.overlap}
+
+
+def _claim_folder(out: Path, settings: dict, overwrite: bool) -> None:
+    """Record ``settings`` in ``out``; refuse (without ``overwrite``) a folder fused with other settings."""
+    from degradations.io import write_bytes_atomic
+
+    from ..cli import UserError
+
+    record = out / FOLDER_SETTINGS
+    if record.is_file() and not overwrite:
+        before = json.loads(record.read_text(encoding="utf-8"))
+        changed = sorted(key for key in settings.keys() | before.keys() if settings.get(key) != before.get(key))
+        if changed:
+            was = ", ".join(f"{key} was {before.get(key)!r}" for key in changed)
+            raise UserError(f"{out} was fused with other settings ({was}); pass --overwrite to redo it with "
+                            "these, or choose another -o")
+    write_bytes_atomic(record, (json.dumps(settings, indent=2) + "\n").encode("utf-8"))
+
+
 def _fuse_folder(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     """Fuse every pair without an output yet, reading the next pair and writing the last output in the background
     (:mod:`allinone.background_io`); a pair that cannot be read stops the run after the outputs before it."""
@@ -184,6 +230,7 @@ def _fuse_folder(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     pairs = find_pairs(ir, vi)
     if args.align == "error":
         require_same_sizes(pairs)
+    _claim_folder(out, _folder_settings(args, fuser.degradation), args.overwrite)
     todo = [pair for pair in pairs if args.overwrite or not (out / f"{pair.name}.png").exists()]
     run_with_background_io(todo, lambda pair: load_pair(pair, args.align, args.ir_bits),
                            lambda pair, tensors: fuser(pair.name, *tensors),
@@ -195,8 +242,9 @@ def _fuse_folder(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
 
 def _fuse_video(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     from ..pipeline import image_to_tensor
-    from ..video import first_frame, fuse_videos
+    from ..video import first_frame, fuse_videos, probe_pair
 
+    probe_pair(ir, vi, args.align)  # a size mismatch must stop the run before the estimator sees a frame
     embedding = fuser.fixed
     if embedding is None:  # auto: judge the clip by its first pair of frames
         ir_first, vi_first = image_to_tensor(first_frame(ir), "ir"), image_to_tensor(first_frame(vi), "vi")
@@ -215,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     from degradations.labels import parse_degradation_spec
 
     from ..cli import UserError
-    from ..pipeline import AUTO, DEFAULT_CHECKPOINT, DEFAULT_ESTIMATOR, DEFAULT_TILE, UNCONDITIONED, FusionPipeline
+    from ..pipeline import AUTO, DEFAULT_TILE, UNCONDITIONED
 
     start = time.perf_counter()
     ir, vi, out = Path(args.ir), Path(args.vi), Path(args.out)
@@ -228,8 +276,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ir and --vi must be two image files, two folders or two videos; got {ir} ({kinds[0]}) "
                         f"and {vi} ({kinds[1]})")
     mode = modes[kinds]
+    if ir.resolve() == vi.resolve():
+        console.warning(f"--ir and --vi are both {ir}: one image fused with itself")
+    if mode == "folder":
+        args.resume_hint = RERUN_RESUMES
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("--prompt is empty; describe the degradations, or leave --prompt out")
     if (args.tile is not None and args.tile < 0) or args.overlap < 0:
         raise UserError("--tile and --overlap must be >= 0")
+    if args.tile and args.tile < MIN_TILE:
+        raise UserError(f"--tile {args.tile} is too small: the model sees each tile at a quarter of its size, so "
+                        f"a tile needs at least {MIN_TILE} pixels (0: the whole frame)")
     tile = DEFAULT_TILE if args.tile is None else args.tile
     if tile and args.overlap >= tile:
         raise UserError(f"--overlap {args.overlap} must be smaller than the tile size {tile}")
@@ -248,14 +305,11 @@ def run(args: argparse.Namespace) -> int:
             degradation = parse_degradation_spec(args.degradation)
         except ValueError as exc:
             raise UserError(f"--degradation: {exc}") from None
-    _check_output(mode, out, (ir, vi), args.overwrite)
+    summary_path = Path(args.summary) if args.summary else None
+    _check_outputs(mode, out, summary_path, (ir, vi), args.overwrite)
     device = _device(args.device)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
-    try:
-        pipeline = FusionPipeline.from_pretrained(checkpoint, device=device,
-                                                  estimator_path=args.estimator or DEFAULT_ESTIMATOR)
-    except (ValueError, RuntimeError) as exc:  # wrong model type or version, weights that do not fit the config
-        raise UserError(f"--checkpoint {checkpoint}: {exc}") from exc
+    pipeline = load_pipeline(args.checkpoint, device=device, estimator=args.estimator)
+    checkpoint = pipeline.checkpoint
     pipeline.use_threads(args.threads)
     if degradation == AUTO:
         try:
@@ -290,10 +344,10 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(time.perf_counter() - start, 3),
     }
     document = json.dumps(summary)
-    if args.summary:
+    if summary_path is not None:
         from degradations.io import write_bytes_atomic
 
-        write_bytes_atomic(args.summary, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+        write_bytes_atomic(summary_path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     skipped = f" ({done['skipped']} skipped: outputs exist; --overwrite redoes them)" if done["skipped"] else ""
     unit = "frames" if mode == "video" else "pair(s)"
     console.success(f"fused {done['count']} {unit} into {out}{skipped}")

@@ -14,6 +14,9 @@ import numpy as np
 from .. import console
 
 
+_ROLE_NAMES = {"ir": "IR", "vi": "VIS", "ref": "reference"}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "metrics", help="fusion metrics (EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM, CC, PSNR, NIQE, ...)",
@@ -24,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vi", required=True, help="folder of visible source images")
     p.add_argument("--fused", required=True, help="folder of fused images; its file stems choose the pairs")
     p.add_argument("--ref", default=None, help="folder of reference images: adds PSNR_ref, SSIM_ref (and LPIPS)")
-    p.add_argument("--csv", default=None, help="also write the table, mean row last, to this CSV file")
+    p.add_argument("--csv", default=None,
+                   help="also write the table, mean row last, to this CSV file (its folder is created if missing; "
+                        "never a file inside --ir, --vi, --fused or --ref)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing CSV file")
     p.add_argument("--no-niqe", action="store_true", help="skip NIQE (needs basicsr; ~0.3 s per image)")
     p.add_argument("--lpips-backbone", default=None, metavar="PATH",
@@ -76,23 +81,25 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..cli import UserError
-    from ..metrics import LPIPS_BACKBONE_ENV, evaluate_fusion, resolve_lpips_backbone
-
-    csv_path = Path(args.csv) if args.csv else None
-    if csv_path is not None:
-        if csv_path.exists() and not args.overwrite:
-            raise UserError(f"{csv_path} exists; pass --overwrite to replace it")
-        if not csv_path.parent.is_dir():
-            raise UserError(f"{csv_path.parent}: folder of --csv does not exist")
-    if args.lpips_backbone is not None and args.ref is None:
-        raise UserError("--lpips-backbone needs --ref: LPIPS compares each fused image with its reference")
-    lpips_backbone = None  # resolved before the first image so that a wrong path fails at once
-    if args.ref is not None and (args.lpips_backbone is not None or os.environ.get(LPIPS_BACKBONE_ENV)):
-        lpips_backbone = resolve_lpips_backbone(args.lpips_backbone)
+    from ..metrics import LPIPS_BACKBONE_ENV, MIN_SIDE, evaluate_fusion, lpips_model, niqe, resolve_lpips_backbone
+    from ..outputs import check_output_file
 
     folders = {"ir": Path(args.ir), "vi": Path(args.vi)}
     if args.ref is not None:
         folders["ref"] = Path(args.ref)
+    csv_path = Path(args.csv) if args.csv else None
+    if csv_path is not None:
+        check_output_file("--csv", csv_path, inputs=[*folders.values(), Path(args.fused)], overwrite=args.overwrite)
+    if args.lpips_backbone is not None and args.ref is None:
+        raise UserError("--lpips-backbone needs --ref: LPIPS compares each fused image with its reference")
+    lpips_backbone = None  # loaded before the first image so that a wrong path or file fails at once
+    if args.ref is not None and (args.lpips_backbone is not None or os.environ.get(LPIPS_BACKBONE_ENV)):
+        lpips_backbone = resolve_lpips_backbone(args.lpips_backbone)
+        try:
+            lpips_model(lpips_backbone)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+
     fused = images_by_stem(Path(args.fused))
     if not fused:
         raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.fused}")
@@ -105,16 +112,26 @@ def run(args: argparse.Namespace) -> int:
     rows: list[tuple[str, dict[str, float]]] = []
     for stem in tqdm(sorted(fused), desc="metrics", unit="image", file=sys.stderr):
         image = read_image(fused[stem])
+        height, width = image.shape[:2]
         others = {role: read_image(sources[role][stem]) for role in folders}
         for role, other in others.items():
             if other.shape[:2] != image.shape[:2]:
-                raise UserError(f"size mismatch: {fused[stem]} is {image.shape[1]}x{image.shape[0]} but "
-                                f"{sources[role][stem]} is {other.shape[1]}x{other.shape[0]}")
+                raise UserError(f"size mismatch: {_ROLE_NAMES[role]} {sources[role][stem]} is "
+                                f"{other.shape[1]}x{other.shape[0]} but the fused image {fused[stem]} is "
+                                f"{width}x{height}")
+        if min(height, width) < MIN_SIDE:  # before numpy and scikit-image fail on it in their own words
+            raise UserError(f"{fused[stem]} and its sources are {width}x{height}; the metrics need images of at "
+                            f"least {MIN_SIDE}x{MIN_SIDE} pixels (VIF's coarsest scale is empty below that)")
         try:
             scores = evaluate_fusion(image, others["ir"], others["vi"], others.get("ref"),
-                                     compute_niqe=not args.no_niqe, lpips_backbone=lpips_backbone)
+                                     compute_niqe=False, lpips_backbone=lpips_backbone)
         except ValueError as exc:
             raise UserError(f"{fused[stem]}: {exc}") from exc
+        if not args.no_niqe:  # apart from evaluate_fusion, so that its errors (all about NIQE) can say how to skip it
+            try:
+                scores["NIQE"] = niqe(image)
+            except ValueError as exc:
+                raise UserError(f"{fused[stem]}: {exc}; pass --no-niqe to skip NIQE") from exc
         rows.append((stem, scores))
 
     names = list(rows[0][1])

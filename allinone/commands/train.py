@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="cpu forces the CPU; auto takes what accelerate finds")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last state")
     p.add_argument("--overwrite", action="store_true", help="restart a run that exists in --out")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resume_hint="add --resume to the same command to continue from the last saved state")
 
 
 def run(args: argparse.Namespace) -> int:
