@@ -24,7 +24,7 @@ class UserError(Exception):
     """A problem with the user's input or request: printed without a traceback, exit code 2."""
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Degradation-aware restoration and fusion of infrared and visible images.")
     parser.add_argument("--version", action="version", version=f"allinone {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    parser.add_argument("--threads", type=_positive_int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1),
                         help="CPU threads in this process (default: %(default)s); from 2 up, fuse and demo run the "
                              "model's input priors and half the blind estimator's crops in a second thread")
     parser.set_defaults(resume_hint=None)

@@ -124,11 +124,14 @@ class TextEncoder:
             if cached is not None and cached.exists():
                 self._memory[text] = torch.from_numpy(np.load(cached, allow_pickle=False))
                 missing.remove(text)
-        if missing:
-            vectors = self._load().encode(missing, convert_to_numpy=True, normalize_embeddings=True)
-            for text, vector in zip(missing, vectors.astype(np.float32)):
-                self._memory[text] = torch.from_numpy(vector)
-                self._save(text, vector)
+        # One text at a time: in a batch, the padding to the longest text moves an embedding by ~1e-7, so a
+        # text's vector would depend on what it was encoded with, and a resumed training run would drift from
+        # an uninterrupted one.
+        for text in missing:
+            vector = self._load().encode([text], convert_to_numpy=True, normalize_embeddings=True)[0]
+            vector = vector.astype(np.float32)
+            self._memory[text] = torch.from_numpy(vector)
+            self._save(text, vector)
         if not texts:
             return torch.zeros(0, self.dim)
         return torch.stack([self._memory[text] for text in texts])

@@ -120,18 +120,25 @@ WEIGHTS_BY_DEGRADATION: dict[str, dict[str, float]] = {
 }
 
 
+def _weight(what: str, value: Any) -> float:
+    """``value`` as a float; ValueError naming ``what`` unless it is a number >= 0 (a config may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{what} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 def _validated_table(table: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for degradation, row in table.items():
         if degradation not in DEGRADATION_TYPES:
             raise ValueError(f"unknown degradation {degradation!r}; known: {', '.join(DEGRADATION_TYPES)}")
+        if not isinstance(row, Mapping):
+            raise ValueError(f"by_degradation {degradation!r} must map loss terms to multipliers, got {row!r}")
         out[degradation] = {}
         for term, multiplier in row.items():
             if term not in TERMS:
                 raise ValueError(f"unknown loss term {term!r} for {degradation!r}; known: {', '.join(TERMS)}")
-            if float(multiplier) < 0:
-                raise ValueError(f"multiplier {degradation}.{term} must be >= 0, got {multiplier}")
-            out[degradation][term] = float(multiplier)
+            out[degradation][term] = _weight(f"multiplier {degradation}.{term}", multiplier)
     return out
 
 
@@ -167,8 +174,7 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         for name in TERMS:
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"weight {name!r} must be >= 0, got {getattr(self, name)}")
+            setattr(self, name, _weight(f"weight {name!r}", getattr(self, name)))
         # Entries given are overrides merged into the default table one degradation/term at a
         # time, so a config lists only what it changes (1.0 neutralises a default multiplier).
         table = copy.deepcopy(WEIGHTS_BY_DEGRADATION)
@@ -193,8 +199,10 @@ class LossWeights:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown LossWeights keys {sorted(unknown)}; known: {sorted(known)}")
-        base = {name: float(data[name]) for name in TERMS if name in data}
-        return cls(**base, by_degradation=copy.deepcopy(dict(data.get("by_degradation", {}))))
+        table = data.get("by_degradation", {})
+        if not isinstance(table, Mapping):
+            raise ValueError(f"by_degradation must map degradations to term multipliers, got {table!r}")
+        return cls(**{name: data[name] for name in TERMS if name in data}, by_degradation=copy.deepcopy(dict(table)))
 
     def multiplier_matrix(self) -> torch.Tensor:
         """Multipliers as a ``(len(DEGRADATION_TYPES), len(TERMS))`` tensor, 1.0 where unset."""

@@ -34,7 +34,7 @@ from allinone.models.serialization import CONFIG_NAME, WEIGHTS_NAME
 from allinone.tiling import tiled_apply
 from degradations.io import read_ir, read_vis, to_uint8, unit_range
 from degradations.labels import label_vector, parse_degradation_spec
-from degradations.pairs import align_pair
+from degradations.pairs import PairingError, align_to
 
 # The shipped weights: <repo>/checkpoints/fusion_cnn, next to the package (an editable install keeps them there).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fusion_cnn"
@@ -51,33 +51,69 @@ Degradation = Union[Mapping[str, int], str]
 
 # PIL modes whose pixels np.asarray returns as they are; any other mode is converted to RGB first.
 _PLAIN_MODES = ("L", "RGB", "I;16", "I;16L", "I;16B", "I", "F")
+# How far float pixels may stray outside [0, 1] (rounding in the caller's arithmetic) before they are refused.
+FLOAT_TOLERANCE = 1e-3
 
 
-def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """(H, W) or (H, W, C) array -> (1, C, H, W) float32 in [0, 1], alpha dropped."""
+def _unit_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    """Pixels of the in-memory image ``name`` as float32 in [0, 1], by dtype: uint8 / 255, uint16 / 65535, bool,
+    float as it is. Floats outside [0, 1] (beyond ``FLOAT_TOLERANCE``), NaN and inf raise ValueError; other
+    integer types raise TypeError, since an int32 or int64 array (``np.array(img).astype(int)``) does not say
+    whether it holds 8- or 16-bit values."""
+    if array.dtype.byteorder == ">":  # PIL's I;16B
+        array = array.astype(array.dtype.newbyteorder("="))
+    if np.issubdtype(array.dtype, np.floating):
+        low, high = float(array.min()), float(array.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{name}: pixels must be finite numbers, found NaN or inf")
+        if low < -FLOAT_TOLERANCE or high > 1.0 + FLOAT_TOLERANCE:
+            raise ValueError(f"{name}: float values must lie in [0, 1], got {round(low, 4)}..{round(high, 4)}; "
+                             "scale them into [0, 1] (divide 8-bit data by 255)")
+    elif array.dtype not in (np.uint8, np.uint16, np.bool_):
+        raise TypeError(f"{name}: unsupported pixel type {array.dtype}: pass uint8 (8-bit), uint16 (16-bit) "
+                        "or float in [0, 1]")
+    return unit_range(array)
+
+
+def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
+    """(H, W) or (H, W, C) array -> (1, C, H, W) float32 in [0, 1], alpha dropped; see :func:`_unit_pixels`."""
+    if array.size == 0:
+        raise ValueError(f"{name}: empty image, shape {array.shape}")
     if array.ndim == 3 and array.shape[-1] in (2, 4):
         array = array[..., :-1]
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3) or array.size == 0:
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(unit_range(array).transpose(2, 0, 1)))[None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"{name}: expected an (H, W) or (H, W, 3) image, got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(_unit_pixels(array, name).transpose(2, 0, 1)))[None]
 
 
-def _tensor_to_unit(image: torch.Tensor) -> torch.Tensor:
-    """(H, W), (C, H, W) or (1, C, H, W) tensor -> (1, C, H, W) float32 in [0, 1] on the CPU."""
+def _tensor_to_array(image: torch.Tensor, name: str) -> np.ndarray:
+    """(H, W), (C, H, W) or (1, C, H, W) tensor -> (H, W) or (H, W, C) array of the same dtype on the CPU, so
+    that tensors and arrays share one conversion (the same dtype scales the same way)."""
     image = image.detach().cpu()
-    if image.dim() == 2:
-        image = image[None]
-    if image.dim() == 3:
-        image = image[None]
-    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 3):
-        raise ValueError(
-            f"expected one (H, W), (C, H, W) or (1, C, H, W) image with C in (1, 3), got {tuple(image.shape)}; "
-            "use fuse_tensors for batches")
-    if image.dtype == torch.uint8:
-        return image.float() / 255.0
-    return image.float().clamp(0.0, 1.0)
+    if image.dim() == 4 and image.shape[0] != 1:
+        raise ValueError(f"{name}: expected one image, got a batch of {image.shape[0]}; use fuse_tensors for batches")
+    if image.dim() == 4:
+        image = image[0]
+    if image.dim() == 3 and image.shape[0] not in (1, 2, 3, 4):  # C-first, as torch lays out images
+        raise ValueError(f"{name}: expected an (H, W), (C, H, W) or (1, C, H, W) tensor with C in (1, 3), got "
+                         f"{tuple(image.shape)}; for a channels-last (H, W, C) tensor pass .permute(2, 0, 1)")
+    if image.dim() not in (2, 3):
+        raise ValueError(f"{name}: expected an (H, W), (C, H, W) or (1, C, H, W) tensor, got {tuple(image.shape)}")
+    if image.is_floating_point():
+        image = image.float()  # numpy has no bfloat16
+    return (image.permute(1, 2, 0) if image.dim() == 3 else image).numpy()
+
+
+def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
+    """A PIL image's pixels as (H, W) or (H, W, C); mode I (int32) as the 16-bit values it holds."""
+    array = np.asarray(image if image.mode in _PLAIN_MODES else image.convert("RGB"))
+    if image.mode == "I":  # int32: how PIL hands out 16-bit PNGs
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(f"{name}: mode I pixels must lie in 0..65535 (16-bit), got {array.min()}..{array.max()}")
+        array = array.astype(np.uint16)
+    return array
 
 
 def image_to_tensor(image: ImageInput, modality: str) -> torch.Tensor:
@@ -85,21 +121,28 @@ def image_to_tensor(image: ImageInput, modality: str) -> torch.Tensor:
 
     ``modality`` "ir": always one channel (the Rec. 601 luminance of a colour input, as
     :func:`degradations.io.read_ir`). "vi": three channels, or one when the image is gray (three
-    equal channels), as :func:`degradations.io.read_vis`. Integer pixels are scaled by their type's
-    range; float pixels are taken to be in [0, 1].
+    equal channels), as :func:`degradations.io.read_vis`. Errors name the modality.
+
+    Arrays are (H, W) or (H, W, C), tensors (H, W), (C, H, W) or (1, C, H, W) (a channels-last tensor is
+    refused: its layout cannot be told from a C-first one in general); C is 1 or 3, plus an alpha channel
+    that is dropped. Arrays and tensors are scaled alike, by dtype: uint8 by 255, uint16 by 65535, floats
+    must lie in [0, 1] (ValueError otherwise, and for NaN or inf), other types (int32, int64) raise TypeError
+    as their bit depth is unknown. A PIL image in mode I is taken as 16-bit, as in :mod:`degradations.io`.
     """
     if modality not in ("ir", "vi"):
         raise ValueError(f"modality must be 'ir' or 'vi', got {modality!r}")
     if isinstance(image, (str, os.PathLike)):
         return read_ir(image) if modality == "ir" else read_vis(image)
     if isinstance(image, Image.Image):
-        tensor = _array_to_tensor(np.asarray(image if image.mode in _PLAIN_MODES else image.convert("RGB")))
+        array = _pil_to_array(image, modality)
     elif isinstance(image, np.ndarray):
-        tensor = _array_to_tensor(image)
+        array = image
     elif isinstance(image, torch.Tensor):
-        tensor = _tensor_to_unit(image)
+        array = _tensor_to_array(image, modality)
     else:
-        raise TypeError(f"unsupported image input {type(image).__name__}: expected a path, PIL image, array or tensor")
+        raise TypeError(f"{modality}: unsupported image input {type(image).__name__}: expected a path, PIL image, "
+                        "array or tensor")
+    tensor = _array_to_tensor(array, modality)
     if tensor.shape[1] == 3:
         if modality == "ir":
             luma = torch.tensor(RGB_TO_LUMA, dtype=tensor.dtype).view(1, 3, 1, 1)
@@ -113,8 +156,10 @@ def make_condition(prompt: str | None = None, degradation: Degradation | None = 
     """The condition of one pair (batch size 1), or None (unconditioned) when neither source is given.
 
     ``degradation`` is ``{"haze": 3, "lowlight": 2}`` or its CLI form ``"haze:3,lowlight:2"``; an empty
-    one means "known to be clean" (a zero label vector), which differs from None ("unknown").
+    one means "known to be clean" (a zero label vector), which differs from None ("unknown"). A prompt that is
+    not a string, or empty, and a degradation of another type raise (see :func:`_check_condition`).
     """
+    _check_condition(prompt, degradation)
     if isinstance(degradation, str):
         degradation = parse_degradation_spec(degradation)
     labels = label_vector(degradation)[None] if degradation is not None else None
@@ -122,6 +167,18 @@ def make_condition(prompt: str | None = None, degradation: Degradation | None = 
     if labels is None and prompts is None:
         return None
     return Condition(labels=labels, prompts=prompts)
+
+
+def _check_condition(prompt: str | None, degradation: Degradation | None) -> None:
+    """TypeError or ValueError naming ``prompt`` or ``degradation`` when the pipeline cannot use it; an empty
+    prompt would otherwise fuse unconditioned without a word."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string or None, got {type(prompt).__name__}")
+    if prompt is not None and not prompt.strip():
+        raise ValueError("prompt is empty; describe the degradations, or pass prompt=None")
+    if degradation is not None and not isinstance(degradation, (str, Mapping)):
+        raise TypeError(f"degradation must be a string (\"haze:3\", \"{AUTO}\", \"{UNCONDITIONED}\"), a mapping "
+                        f"({{\"haze\": 3}}) or None, got {type(degradation).__name__}")
 
 
 def resolve_tile(height: int, width: int, tile: int | None) -> int | None:
@@ -138,7 +195,19 @@ def resolve_tile(height: int, width: int, tile: int | None) -> int | None:
 
 
 def _describe(image: ImageInput) -> str:
-    return str(image) if isinstance(image, (str, os.PathLike)) else f"the {type(image).__name__}"
+    return str(image) if isinstance(image, (str, os.PathLike)) else f"({type(image).__name__})"
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; ValueError naming it when torch does not know it or no CUDA device is there
+    (loading the weights would report that as weights that do not fit the config)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA device is available (use device='cpu')")
+    return device
 
 
 class FusionPipeline:
@@ -183,17 +252,21 @@ class FusionPipeline:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | os.PathLike = DEFAULT_CHECKPOINT,
+        path: str | os.PathLike | None = DEFAULT_CHECKPOINT,
         device: str | torch.device = "cpu",
         text_encoder: SentenceEncoder | None = None,
         estimator_path: str | os.PathLike = DEFAULT_ESTIMATOR,
     ) -> "FusionPipeline":
-        """Load the FusionCNN saved in ``path`` (``config.json`` + ``model.safetensors``) onto ``device``.
+        """Load the FusionCNN saved in ``path`` (``config.json`` + ``model.safetensors``; None: the shipped
+        checkpoint, as ``allinone fuse`` without ``--checkpoint``) onto ``device``.
 
-        ``text_encoder`` replaces the lazily loaded MiniLM used for prompts (tests pass a fake);
+        Raises FileNotFoundError when ``path`` holds no checkpoint, ValueError naming the file, or the device, for
+        unreadable weights, weights that do not fit the config, an unknown device or a CUDA device this machine
+        lacks. ``text_encoder`` replaces the lazily loaded MiniLM used for prompts (tests pass a fake);
         ``estimator_path`` is where ``degradation="auto"`` finds the blind estimator.
         """
-        path = Path(path)
+        path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+        device = _check_device(device)
         if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(
                 f"no FusionCNN checkpoint in {path}: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
@@ -305,9 +378,9 @@ class FusionPipeline:
         """Fuse one pair into an RGB PIL image of the VIS size (gray when VIS is gray).
 
         Args:
-            ir, vi: file paths, PIL images, numpy arrays ((H, W) or (H, W, 3), integer or float in
-                [0, 1]) or tensors ((H, W), (C, H, W) or (1, C, H, W)); see :func:`image_to_tensor`.
-            prompt: free-text description of the degradations, e.g. "dense fog, dark night".
+            ir, vi: file paths, PIL images, numpy arrays ((H, W) or (H, W, 3)) or tensors ((H, W), (C, H, W) or
+                (1, C, H, W)): uint8, uint16 or float in [0, 1]; see :func:`image_to_tensor`.
+            prompt: free-text description of the degradations, e.g. "dense fog, dark night"; not empty.
             degradation: degradation levels 1..5, ``{"haze": 3}`` or ``"haze:3"``; ``{}`` or ``""`` for a pair known
                 to be clean; ``"auto"``: the levels :meth:`estimate_degradation` sees; ``"none"``: unconditioned.
                 With neither prompt nor degradation it is ``"auto"``, as in ``allinone fuse`` (told what the
@@ -318,8 +391,14 @@ class FusionPipeline:
         """
         if align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+        _check_condition(prompt, degradation)
         ir_tensor, vi_tensor = image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi")
-        ir_tensor = align_pair(ir_tensor, vi_tensor, align, _describe(ir), _describe(vi))
+        (height, width), (vi_height, vi_width) = ir_tensor.shape[-2:], vi_tensor.shape[-2:]
+        if (height, width) != (vi_height, vi_width):
+            if align == "error":  # degradations.pairs.align_pair words this for the CLI (--align resize)
+                raise PairingError(f"ir {_describe(ir)} is {width}x{height} but vi {_describe(vi)} is "
+                                   f"{vi_width}x{vi_height}; pass align=\"resize\" to resize ir to the vi size")
+            ir_tensor = align_to(ir_tensor, (vi_height, vi_width))
         if prompt is None and degradation is None:
             degradation = AUTO if self.has_estimator else UNCONDITIONED
             if degradation == UNCONDITIONED:

@@ -20,6 +20,9 @@ import torch
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# The mode a file created the usual way (open()) gets; files written through mkstemp or safetensors (0600)
+# are given it, so that the other users of a shared folder can read them.
+USUAL_FILE_MODE = 0o666 & ~_UMASK
 
 
 class ImageReadError(ValueError):
@@ -147,7 +150,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     except OSError as exc:
         raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        os.fchmod(fd, USUAL_FILE_MODE)  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

@@ -34,7 +34,7 @@ def label_vector(levels: Mapping[str, int]) -> torch.Tensor:
         if name not in DEGRADATION_TYPES:
             raise ValueError(f"unknown degradation {name!r}; known: {', '.join(DEGRADATION_TYPES)}")
         if not 0 <= int(level) <= MAX_LEVEL:
-            raise ValueError(f"level of {name!r} must be in 0..{MAX_LEVEL}, got {level}")
+            raise ValueError(f"level of {name!r} must be 0 (absent) to {MAX_LEVEL}, got {level}")
         vec[DEGRADATION_TYPES.index(name)] = int(level) / MAX_LEVEL
     return vec
 

@@ -47,6 +47,8 @@ from eval_fusion import (  # noqa: E402
 )
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
+from degradations.labels import MAX_LEVEL  # noqa: E402
+from script_args import load_model, model_folder, positive_int, whole_number  # noqa: E402
 
 PARTS = ("detail", "curve", "gain", "select", "denoise", "dehaze")
 # A blend logit this low gives sigmoid = 2e-22: the blend takes nothing.
@@ -166,11 +168,13 @@ def ablate(model: FusionCNN, samples: Sequence[Sample], recipe: str, level: int,
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The checked arguments, with the loaded ``model``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--checkpoint", type=model_folder, required=True,
+                        help="folder with model.safetensors and config.json")
     parser.add_argument("--recipe", default="night", choices=("clean", *SYNTHETIC_RECIPES),
                         help="synthetic recipe of eval_fusion, or clean (default night)")
-    parser.add_argument("--level", type=int, default=3, help="severity level (default 3)")
+    parser.add_argument("--level", type=whole_number(1, MAX_LEVEL), default=3, help="severity level (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradation plans (as eval_fusion)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=None,
                         help="parts to switch off (or take from the unconditioned pass) one at a time "
@@ -178,15 +182,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-unconditioned", action="store_true",
                         help="take each part from the unconditioned pass instead of switching it off")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
-    parser.add_argument("--pairs-per-subset", type=int, default=None, help="first N pairs of each subset")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    return parser.parse_args(argv)
+    parser.add_argument("--pairs-per-subset", type=positive_int, default=None, help="first N pairs of each subset")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+    args.model = load_model(parser, FusionCNN, args.checkpoint)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = FusionCNN.from_pretrained(args.checkpoint)
+    model = args.model
     parts = args.parts or model_parts(model)
     samples = [sample for subset in CLEAN_SUBSETS if (args.data / subset).is_dir()
                for sample in load_subset(args.data / subset, args.pairs_per_subset, DEFAULT_MAX_SIDE)]

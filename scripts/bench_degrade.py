@@ -14,6 +14,7 @@ import argparse
 import os
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from degradations.depth import DepthEstimator
 from degradations.io import encode_png
 from degradations.pairs import find_pairs, load_pair
 from degradations.recipes import RECIPES, apply_steps, item_seed, plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_args import pair_folder, positive_int  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PAIRS = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval" / "msrs_test"
@@ -45,8 +49,9 @@ def time_recipe(recipe: str, pairs, loaded, depths, repeats: int, end_to_end: bo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS, help="folder with ir/ and vi/ (640x480)")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--pairs", type=pair_folder, default=str(DEFAULT_PAIRS),
+                        help="folder with ir/ and vi/ (640x480)")
+    parser.add_argument("--repeats", type=positive_int, default=20)
     args = parser.parse_args()
 
     pairs = find_pairs(args.pairs / "ir", args.pairs / "vi")

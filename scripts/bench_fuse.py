@@ -51,6 +51,9 @@ from degradations.io import write_bytes_atomic  # noqa: E402
 from degradations.labels import label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_args import load_model, model_folder, positive_int  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
 HEIGHT, WIDTH = 480, 640
@@ -124,15 +127,16 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--checkpoint", type=model_folder, required=True,
+                        help="folder with model.safetensors and config.json")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (uses msrs_test)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per method and thread count")
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed calls per method and thread count")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
     parser.add_argument("--estimator", type=Path, default=DEFAULT_ESTIMATOR,
                         help="blind degradation estimator for the 'ours, blind' row (skipped when absent)")
     args = parser.parse_args(argv)
 
-    pipeline = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint), estimator_path=args.estimator)
+    pipeline = FusionPipeline(load_model(parser, FusionCNN, args.checkpoint), estimator_path=args.estimator)
     one_stream = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint))  # never given a prior thread
     ir, vi, source = benchmark_pair(args.data)
     condition = Condition(labels=label_vector({"haze": 3})[None])

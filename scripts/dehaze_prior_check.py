@@ -26,6 +26,7 @@ from allinone.models.dark_channel import dark_channel_dehaze  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from degradations.depth import heuristic_depth  # noqa: E402
 from degradations.io import to_uint8  # noqa: E402
+from script_args import load_model, model_folder  # noqa: E402
 from eval_fusion import (DEFAULT_DATA, DEFAULT_MAX_SIDE, Sample, degrade, labels_condition, load_subset,  # noqa: E402
                          markdown_table)
 
@@ -68,11 +69,12 @@ def haze_density(sample: Sample) -> tuple[float, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--checkpoint", type=model_folder, required=True,
+                        help="folder with model.safetensors and config.json")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    model = FusionCNN.from_pretrained(args.checkpoint).eval()
+    model = load_model(parser, FusionCNN, args.checkpoint)
 
     sets = {"real AWFusion haze (5 pairs)": (5, load_subset(args.data / "degraded_awfusion_haze", None,
                                                             DEFAULT_MAX_SIDE, references=True))}

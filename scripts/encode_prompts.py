@@ -17,12 +17,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tqdm.auto import tqdm  # noqa: E402
 
 from allinone.conditioning import TextEncoder  # noqa: E402
 from allinone.training import TrainConfig, training_dataset  # noqa: E402
+from script_args import positive_int, usage_error  # noqa: E402
 
 
 def run_prompts(cfg: TrainConfig, processes: int) -> set[str]:
@@ -39,14 +41,16 @@ def run_prompts(cfg: TrainConfig, processes: int) -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="+", required=True, help="training configs (JSON)")
-    parser.add_argument("--processes", type=int, default=1, help="data-parallel processes of the run")
+    parser.add_argument("--processes", type=positive_int, default=1, help="data-parallel processes of the run")
     parser.add_argument("--cache", required=True, help="cache folder (what $ALLINONE_TEXT_CACHE will name)")
-    parser.add_argument("--chunk", type=int, default=256, help="prompts encoded per call")
+    parser.add_argument("--chunk", type=positive_int, default=256, help="prompts encoded per call")
     args = parser.parse_args(argv)
+    with usage_error(parser, "--config"):  # every config is read before the first is enumerated
+        configs = [TrainConfig.from_file(path) for path in args.config]
 
     prompts: set[str] = set()
-    for path in args.config:
-        prompts |= run_prompts(TrainConfig.from_file(path), args.processes)
+    for cfg in configs:
+        prompts |= run_prompts(cfg, args.processes)
     # TextEncoder reads the prompts already cached in the folder and encodes (and saves) only the others.
     encoder, ordered = TextEncoder(cache_dir=args.cache), sorted(prompts)
     print(f"{len(ordered)} distinct prompts, cached in {args.cache}")

@@ -24,6 +24,7 @@ from allinone.models.degradation_estimator import DegradationEstimator, expected
 from degradations.depth import DepthEstimator  # noqa: E402
 from degradations.labels import DEGRADATION_TYPES, levels_from_vector  # noqa: E402
 from degradations.recipes import RECIPES  # noqa: E402
+from script_args import load_model, model_folder, positive_int  # noqa: E402
 from eval_fusion import (CLEAN_SUBSETS, DEFAULT_DATA, DEFAULT_MAX_SIDE, REAL_DEGRADED, degrade, load_subset,  # noqa: E402
                          markdown_table)
 
@@ -68,14 +69,16 @@ def haze_pooling_rows(cases: list[tuple[int, torch.Tensor, torch.Tensor]]) -> li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--estimator", type=Path, required=True, help="folder written by DegradationEstimator.save_pretrained")
+    parser.add_argument("--estimator", type=model_folder, required=True,
+                        help="folder written by DegradationEstimator.save_pretrained")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
-    parser.add_argument("--pairs-per-subset", type=int, default=None, help="first N pairs of each subset (default all)")
+    parser.add_argument("--pairs-per-subset", type=positive_int, default=None,
+                        help="first N pairs of each subset (default all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic degradation plans")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    estimator = DegradationEstimator.from_pretrained(args.estimator)
+    estimator = load_model(parser, DegradationEstimator, args.estimator, "--estimator")
     depth_estimator = DepthEstimator.load(None)
     samples = [s for subset in CLEAN_SUBSETS
                for s in load_subset(args.data / subset, args.pairs_per_subset, DEFAULT_MAX_SIDE)]

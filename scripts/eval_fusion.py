@@ -29,7 +29,16 @@ c. real degraded (``real_degraded_pairs.csv``, ``real_degraded_summary.csv``): t
 
 --sections runs a subset of the three (default all of them; each writes only its own CSV files), --recipes a
 subset of the synthetic recipes (a quicker look at one of them; the check count then covers only those).
-``checks.csv`` collects every PASS/FAIL line of the sections run. Every method's output and every source go
+``checks.csv`` collects every PASS/FAIL line of the sections run, and ``eval_settings.json`` records what decides
+the numbers (checkpoint, data, sections, recipes, levels, seed, pairs per subset, max side, NIQE, estimator).
+
+The results folder (--out, default docs/results: a rerun regenerates the repository's own results) holds one
+evaluation only. An --out holding the results of another one (other settings, or files without
+``eval_settings.json``) is refused unless --overwrite is given; the same evaluation may be rerun into it. Before
+writing, every file this script writes is removed from --out (the CSV files of the three sections, checks.csv,
+eval_settings.json), so the CSV files of a section not rerun do not outlive the evaluation they came from;
+other files are left alone. The settings are recorded last: a run that stops early leaves a folder that a
+rerun must --overwrite. Every method's output and every source go
 through the same 8-bit conversion (degradations.io.to_uint8) before scoring; the metrics run in --workers
 processes.
 Frames whose longer side exceeds --max-side are box-downscaled by an integer factor before anything
@@ -43,6 +52,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import math
 import multiprocessing
 import os
@@ -71,9 +81,13 @@ from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from allinone.pipeline import DEFAULT_ESTIMATOR  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
 from degradations.io import to_uint8, write_bytes_atomic  # noqa: E402
-from degradations.labels import label_vector  # noqa: E402
+from degradations.labels import MAX_LEVEL, label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
 from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_args import (load_model, model_folder, non_negative_int, output_folder, positive_int,  # noqa: E402
+                         whole_number)  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
@@ -85,6 +99,12 @@ SYNTHETIC_RECIPES = ("night", "haze", "noise", "blur", "lowres", "mixed")
 # calibrated to the AWFusion fog (degradations/severity.py); the rain is not calibrated: the middle level.
 REAL_DEGRADED = {"degraded_awfusion_haze": {"haze": 5}, "degraded_awfusion_rain": {"rain": 3}}
 SECTIONS = ("clean", "synthetic", "real")
+# The files each section writes (pairs, summary), then those of every run: what --out may be cleared of.
+SECTION_FILES = {"clean": ("clean_pairs.csv", "clean_summary.csv"),
+                 "synthetic": ("synthetic_pairs.csv", "synthetic_summary.csv"),
+                 "real": ("real_degraded_pairs.csv", "real_degraded_summary.csv")}
+CHECKS_FILE, SETTINGS_FILE = "checks.csv", "eval_settings.json"
+RESULT_FILES = (*(name for files in SECTION_FILES.values() for name in files), CHECKS_FILE, SETTINGS_FILE)
 
 DEGRADED_METRICS = ("VIF", "Qabf", "SSIM", "MI")
 REFERENCE_METRICS = ("PSNR_ref", "SSIM_ref")
@@ -373,8 +393,9 @@ def evaluate_clean(model: FusionCNN, samples: list[Sample], scorer: Scorer, with
         summary += mean_rows([row for row in rows if row["subset"] == subset], metrics, group=subset)
     night_summary = mean_rows(night_rows, metrics, group="msrs_night")
     summary += night_summary
-    write_csv(out / "clean_pairs.csv", rows, ["subset", "pair", "method", *metrics])
-    write_csv(out / "clean_summary.csv", summary, ["group", "method", "pairs", *metrics])
+    pairs_file, summary_file = SECTION_FILES["clean"]
+    write_csv(out / pairs_file, rows, ["subset", "pair", "method", *metrics])
+    write_csv(out / summary_file, summary, ["group", "method", "pairs", *metrics])
 
     overall = by_method(row for row in summary if row["group"] == "all")
     print(f"\n## a. Clean pairs: mean over {len(samples)} pairs\n")
@@ -420,9 +441,9 @@ def evaluate_synthetic(model: FusionCNN, samples: list[Sample], scorer: Scorer, 
                              for metric in DEGRADED_METRICS]
             print("\n" + "\n".join(check.line() for check in recipe_checks))
             checks += recipe_checks
-    write_csv(out / "synthetic_pairs.csv", rows,
-              ["recipe", "level", "degradations", "subset", "pair", "method", *DEGRADED_METRICS])
-    write_csv(out / "synthetic_summary.csv", summary, ["recipe", "level", "method", "pairs", *DEGRADED_METRICS])
+    pairs_file, summary_file = SECTION_FILES["synthetic"]
+    write_csv(out / pairs_file, rows, ["recipe", "level", "degradations", "subset", "pair", "method", *DEGRADED_METRICS])
+    write_csv(out / summary_file, summary, ["recipe", "level", "method", "pairs", *DEGRADED_METRICS])
     return checks
 
 
@@ -445,28 +466,79 @@ def evaluate_real_degraded(model: FusionCNN, subsets: dict[str, list[Sample]], s
         label = ", ".join(f"{name}:{level}" for name, level in REAL_DEGRADED[subset].items())
         print(f"\n### {subset} ({len(samples)} pairs; conditioned on {label})\n")
         print(markdown_table(means, ["method", *metrics]))
-    write_csv(out / "real_degraded_pairs.csv", rows, ["subset", "pair", "method", *metrics])
-    write_csv(out / "real_degraded_summary.csv", summary, ["subset", "method", "pairs", *metrics])
+    pairs_file, summary_file = SECTION_FILES["real"]
+    write_csv(out / pairs_file, rows, ["subset", "pair", "method", *metrics])
+    write_csv(out / summary_file, summary, ["subset", "method", "pairs", *metrics])
+
+
+# --- the results folder -----------------------------------------------------------------------------
+
+
+def evaluation_settings(args: argparse.Namespace) -> dict:
+    """What decides the numbers of this run's files (not --threads or --workers), as eval_settings.json records
+    it. Paths are relative to the repository, so the record of docs/results reads the same in every checkout."""
+    def where(path: Path) -> str:
+        return os.path.relpath(path.resolve(), REPO)
+
+    settings = {"checkpoint": where(args.checkpoint), "data": where(args.data),
+                "sections": [section for section in SECTIONS if section in args.sections],
+                "pairs_per_subset": args.pairs_per_subset, "max_side": args.max_side,
+                "estimator": where(args.estimator) if args.blind is not None else None}
+    if "clean" in args.sections:
+        settings["niqe"] = args.niqe
+    if "synthetic" in args.sections:
+        settings.update(recipes=list(args.recipes), levels=list(args.levels), seed=args.seed)
+    return settings
+
+
+def other_evaluation(out: Path, settings: dict) -> str | None:
+    """Why ``out`` holds the results of an evaluation other than ``settings``'s, or None when it holds none
+    (other files do not count) or the same one."""
+    present = [name for name in RESULT_FILES if (out / name).exists()]
+    if not present:
+        return None
+    try:
+        recorded = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return f"holds {', '.join(present)} of an evaluation whose settings are not recorded in {SETTINGS_FILE}"
+    changed = [f"{key}: {recorded.get(key)!r} there, {settings.get(key)!r} now"
+               for key in dict.fromkeys([*recorded, *settings]) if recorded.get(key) != settings.get(key)]
+    return f"holds the results of another evaluation ({'; '.join(changed)})" if changed else None
+
+
+def clear_results(out: Path) -> None:
+    """Create ``out``, and remove from it every file this script writes (see the module docstring)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 # --- main -------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The checked arguments, with the loaded ``model`` and ``blind`` estimator (None when absent)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--checkpoint", type=model_folder, required=True,
+                        help="folder with model.safetensors and config.json")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results", help="folder for the CSV files")
-    parser.add_argument("--pairs-per-subset", type=int, default=None, help="first N pairs of each subset (default all)")
+    parser.add_argument("--out", type=output_folder, default=REPO / "docs" / "results",
+                        help="folder for the CSV files (default docs/results; see above for what it may hold)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of another evaluation in --out")
+    parser.add_argument("--pairs-per-subset", type=positive_int, default=None,
+                        help="first N pairs of each subset (default all)")
     parser.add_argument("--recipes", nargs="+", choices=SYNTHETIC_RECIPES, default=list(SYNTHETIC_RECIPES),
                         help="synthetic recipes to run (default all)")
-    parser.add_argument("--levels", type=int, nargs="+", default=[3], help="severity levels of the synthetic recipes")
+    parser.add_argument("--levels", type=whole_number(1, MAX_LEVEL), nargs="+", default=[3],
+                        help="severity levels of the synthetic recipes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic degradation plans")
-    parser.add_argument("--max-side", type=int, default=None,
+    parser.add_argument("--max-side", type=non_negative_int, default=None,
                         help=f"box-downscale frames with a longer side above this (default {DEFAULT_MAX_SIDE}; "
                              f"0 = never)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--workers", type=int, default=2, help="processes that compute the metrics (1 = this one)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    parser.add_argument("--workers", type=positive_int, default=2,
+                        help="processes that compute the metrics (1 = this one)")
     parser.add_argument("--estimator", type=Path, default=DEFAULT_ESTIMATOR,
                         help="blind degradation estimator for the ours_auto rows (skipped when the folder is absent)")
     parser.add_argument("--niqe", action="store_true", help="add NIQE to the clean evaluation (slow)")
@@ -482,6 +554,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.max_side is None:
         args.max_side = QUICK_MAX_SIDE if args.quick else DEFAULT_MAX_SIDE
     args.max_side = args.max_side or None
+    args.model = load_model(parser, FusionCNN, args.checkpoint)
+    args.blind = (load_model(parser, DegradationEstimator, args.estimator, "--estimator")
+                  if (args.estimator / "config.json").is_file() else None)
+    clash = other_evaluation(args.out, evaluation_settings(args))
+    if clash and not args.overwrite:
+        parser.error(f"--out {args.out} {clash}; pass --overwrite to replace those results, or choose another --out")
     return args
 
 
@@ -490,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # tables appear as each evaluation finishes, even in a log file
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = FusionCNN.from_pretrained(args.checkpoint)
+    model, blind = args.model, args.blind
     missing = [name for name in (*CLEAN_SUBSETS, *REAL_DEGRADED) if not (args.data / name).is_dir()]
     downscaled: list[str] = []
     clean = [sample for subset in CLEAN_SUBSETS if subset not in missing
@@ -502,9 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"none of the clean subsets {', '.join(CLEAN_SUBSETS)} found in {args.data} "
                          f"(set --data or ALLINONE_DATA)")
     estimator = DepthEstimator.load(None)
-    blind = DegradationEstimator.from_pretrained(args.estimator) if (args.estimator / "config.json").is_file() else None
     print(f"# Fusion evaluation of {args.checkpoint} ({model.num_parameters():,} parameters)\n")
-    print(f"data: {args.data}; {len(clean)} clean pairs from {', '.join(CLEAN_SUBSETS)}; "
+    print(f"data: {args.data}; {len(clean)} clean pairs from "
+          f"{', '.join(subset for subset in CLEAN_SUBSETS if subset not in missing)}; "
           f"{args.threads} torch threads, {args.workers} metric workers"
           + ("; QUICK smoke test, numbers are not meaningful" if args.quick else ""))
     print(f"{OURS_AUTO}: " + (f"told the levels that {args.estimator} sees" if blind is not None
@@ -513,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"subsets not found, skipped: {', '.join(missing)}")
     if downscaled:
         print(f"box-downscaled to at most {args.max_side} px on the longer side: {', '.join(downscaled)}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    clear_results(args.out)
     checks: list[Check] = []
     timings: dict[str, float] = {}
     # Workers are forked: they inherit the loaded modules and only ever run numpy/scipy metric code.
@@ -532,9 +610,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "real" in args.sections:
             evaluate_real_degraded(model, real, scorer, blind, args.out)
             timings["real degraded"] = time.perf_counter()
-    write_checks(args.out / "checks.csv", checks)
+    write_checks(args.out / CHECKS_FILE, checks)
+    write_bytes_atomic(args.out / SETTINGS_FILE, (json.dumps(evaluation_settings(args), indent=2) + "\n").encode())
     failed = [check for check in checks if not check.passed]
-    print(f"\n## Checks: {len(checks) - len(failed)}/{len(checks)} passed (all lines in checks.csv)")
+    print(f"\n## Checks: {len(checks) - len(failed)}/{len(checks)} passed (all lines in {CHECKS_FILE})")
     durations = np.diff([start, *timings.values()])
     print(f"\nCSV files in {args.out}; {durations.sum():.0f} s in all ("
           + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in zip(timings, durations)) + ")")

@@ -11,7 +11,7 @@ level 4 (plan seeded by ``item_seed(--seed, "00055D", "night", 4)``); the clean 
 Row 3: the real hazy pair haze_1 of eval/degraded_awfusion_haze, with its clean VIS reference gt_vi.
 Columns: VIS input, IR input, Laplacian-pyramid baseline, ours conditioned on the true degradation labels,
 and the clean VIS reference (max-select in the clean row). Each tile has its label on top; the PNG is
-written atomically.
+written atomically, and an existing -o only with --overwrite.
 """
 from __future__ import annotations
 
@@ -31,10 +31,14 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from allinone.baselines import laplacian_pyramid_fusion, max_fusion  # noqa: E402
 from allinone.conditioning import Condition  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
+from allinone.outputs import check_output_file  # noqa: E402
 from degradations.io import to_uint8, write_bytes_atomic  # noqa: E402
 from degradations.labels import label_vector  # noqa: E402
-from degradations.pairs import Pair, find_pairs, load_pair  # noqa: E402
+from degradations.pairs import Pair, PairingError, find_pairs, load_pair  # noqa: E402
 from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_args import existing_dir, load_model, model_folder, positive_int, usage_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
@@ -62,7 +66,7 @@ class Row:
 def pair_named(folder: Path, name: str, ir_dir: str = "ir", vi_dir: str = "vi") -> Pair:
     pairs = {pair.name: pair for pair in find_pairs(folder / ir_dir, folder / vi_dir)}
     if name not in pairs:
-        raise SystemExit(f"pair {name} not found in {folder}")
+        raise PairingError(f"pair {name} not found in {folder}")
     return pairs[name]
 
 
@@ -131,17 +135,23 @@ def compose(rows: list[list[Image.Image]]) -> Image.Image:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--checkpoint", type=model_folder, required=True,
+                        help="folder with model.safetensors and config.json")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "docs" / "images" / "fusion_examples.png")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing -o")
+    parser.add_argument("--data", type=existing_dir, default=DEFAULT_DATA, help="eval data root (subset folders)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the night degradation plan")
-    parser.add_argument("--tile-width", type=int, default=400, help="width of each image in the figure, pixels")
+    parser.add_argument("--tile-width", type=positive_int, default=400,
+                        help="width of each image in the figure, pixels")
     args = parser.parse_args(argv)
+    with usage_error(parser):
+        check_output_file("-o", args.output, inputs=[args.checkpoint, args.data], overwrite=args.overwrite)
+    model = load_model(parser, FusionCNN, args.checkpoint)
+    with usage_error(parser, "--data", args.data):  # a subset folder or one of the three pairs is missing
+        rows = [clean_row(args.data), night_row(args.data, args.seed), haze_row(args.data)]
 
-    model = FusionCNN.from_pretrained(args.checkpoint)
     # The label font scales with the tile; long labels must fit a tile, hence about 1/24 of its width.
     font = ImageFont.load_default(size=max(8, args.tile_width // 24))
-    rows = [clean_row(args.data), night_row(args.data, args.seed), haze_row(args.data)]
     figure = compose([row_tiles(model, row, args.tile_width, font) for row in rows])
     buffer = io.BytesIO()
     figure.save(buffer, format="PNG", optimize=True)

@@ -48,6 +48,7 @@ from allinone.metrics import to_luma  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
 from degradations.io import to_uint8  # noqa: E402
+from script_args import load_model, model_folder, positive_int  # noqa: E402
 
 LEVEL = 3
 GAIN = 1.02
@@ -107,20 +108,21 @@ def variants(sample: Sample, noise: Sequence[float], recipes: Sequence[str], mod
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The checked arguments, with the loaded ``model`` (None without --checkpoint)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0],
                         help="noise standard deviations in grey levels (default 0.5 1 2 4)")
     parser.add_argument("--recipes", nargs="*", choices=SYNTHETIC_RECIPES, default=["blur", "lowres"],
                         help="synthetic recipes whose max-select rows to add (default blur lowres)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
+    parser.add_argument("--checkpoint", type=model_folder, default=None,
                         help="a fusion model whose output on each recipe's pairs to add (default none)")
     parser.add_argument("--snap", type=float, nargs="*", default=[],
                         help="with --checkpoint: grey-level thresholds T of the rows that replace our output by "
                              "max-select wherever their lumas differ by at most T (default none)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
-    parser.add_argument("--pairs-per-subset", type=int, default=None, help="first N pairs of each subset")
+    parser.add_argument("--pairs-per-subset", type=positive_int, default=None, help="first N pairs of each subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and degradation plans")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     if any(sigma <= 0 for sigma in args.noise):
         parser.error("--noise values must be > 0")
@@ -128,13 +130,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--snap needs --checkpoint")
     if any(t < 0 for t in args.snap):
         parser.error("--snap values must be >= 0")
+    args.model = load_model(parser, FusionCNN, args.checkpoint) if args.checkpoint is not None else None
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = FusionCNN.from_pretrained(args.checkpoint) if args.checkpoint is not None else None
+    model = args.model
     samples = [sample for subset in CLEAN_SUBSETS if (args.data / subset).is_dir()
                for sample in load_subset(args.data / subset, args.pairs_per_subset, DEFAULT_MAX_SIDE)]
     if not samples:

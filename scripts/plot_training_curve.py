@@ -1,6 +1,6 @@
 """Draw a training run's loss curve (total and main terms) as a small PNG, with Pillow only.
 
-Usage: python scripts/plot_training_curve.py LOG [LOG ...] -o curve.png
+Usage: python scripts/plot_training_curve.py LOG [LOG ...] -o curve.png [--overwrite]
 
 Several logs are stages of one model (a fine-tune continuing a run): they are drawn end to end, steps
 counted on from the previous stage, with a grey line where a stage starts (its loss weights may differ,
@@ -11,11 +11,16 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from allinone.outputs import check_output_file
 from degradations.io import write_bytes_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_args import existing_file, positive_int, usage_error  # noqa: E402
 
 SERIES = {"total": "black", "gradient": "tab:blue", "ssim_vi": "tab:green", "ssim_ir": "tab:olive",
           "intensity": "tab:red", "max_intensity": "tab:orange"}
@@ -41,14 +46,21 @@ def has_values(rows: list[dict], name: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logs", type=Path, nargs="+", help="loss_log.csv of each stage, in order")
-    parser.add_argument("-o", "--out", type=Path, required=True)
-    parser.add_argument("--window", type=int, default=20, help="moving-average window in log rows")
+    parser.add_argument("logs", type=existing_file, nargs="+", help="loss_log.csv of each stage, in order")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="the PNG to write (never one of the logs)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing -o")
+    parser.add_argument("--window", type=positive_int, default=20, help="moving-average window in log rows")
     args = parser.parse_args()
+    with usage_error(parser):
+        check_output_file("-o", args.out, inputs=args.logs, overwrite=args.overwrite)
 
     rows, steps, boundaries = [], [], []
     for log in args.logs:
-        stage = list(csv.DictReader(log.open()))
+        # A log that a resume appended to before `allinone train` cut it back can repeat its header line and the
+        # steps after the last save: skip the header and keep the last row of each step, the one trained on.
+        stage = list({int(r["step"]): r for r in csv.DictReader(log.open()) if r["step"].isdigit()}.values())
+        if not stage:
+            parser.error(f"{log} holds no logged steps (an empty file, or a header only)")
         offset = steps[-1] if steps else 0
         if steps:
             boundaries.append(offset)

@@ -27,6 +27,7 @@ from skimage.metrics import structural_similarity  # noqa: E402
 from allinone.metrics import to_luma  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from degradations.io import to_uint8  # noqa: E402
+from script_args import load_model, model_folder, positive_int  # noqa: E402
 from eval_fusion import (BASELINES, CLEAN_SUBSETS, DEFAULT_DATA, DEFAULT_MAX_SIDE, OURS,  # noqa: E402
                          labels_condition, load_subset, markdown_table)
 
@@ -52,13 +53,14 @@ def contributions(fused: np.ndarray, source: np.ndarray, masks: dict[str, np.nda
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="folder with model.safetensors and config.json")
+    parser.add_argument("--checkpoint", type=model_folder, required=True,
+                        help="folder with model.safetensors and config.json")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (subset folders)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model = FusionCNN.from_pretrained(args.checkpoint).eval()
+    model = load_model(parser, FusionCNN, args.checkpoint)
     samples = [s for subset in CLEAN_SUBSETS for s in load_subset(args.data / subset, None, DEFAULT_MAX_SIDE)]
     totals: dict[tuple[str, str], dict[str, float]] = {}
     with torch.inference_mode():

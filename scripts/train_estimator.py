@@ -7,46 +7,80 @@ pairs) and fits, per degradation, the true level (0 = absent) by cross-entropy. 
     cp runs/estimator/model/* checkpoints/degradation_estimator/   # what degradation="auto" loads
 
 The run folder gets ``loss_log.csv`` (step, seconds, lr, loss, mean absolute level error over all degradations) and ``model/``
-(safetensors + config.json), written at the end; a run is short enough to restart rather than resume.
+(safetensors + config.json), written at the end; a run is short enough to restart rather than resume. --out must
+be new or empty; a folder holding an earlier estimator run (finished or not) or other files is replaced only with
+--overwrite, and a folder holding another kind of run (a fusion model, a config.json) never.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from allinone.models.degradation_estimator import DegradationEstimator, EstimatorConfig  # noqa: E402
+from allinone.models.degradation_estimator import MODEL_TYPE, DegradationEstimator, EstimatorConfig  # noqa: E402
 from allinone.training import DEFAULT_TRAIN_DATA  # noqa: E402
 from degradations.dataset import TripletDataset  # noqa: E402
 from degradations.labels import MAX_LEVEL  # noqa: E402
+from script_args import existing_dir, non_negative_int, output_folder, positive_int, usage_error  # noqa: E402
+
+# What an estimator run folder holds: the log, the model, and the model while it is being saved.
+RUN_FILES = {"loss_log.csv", "model", "model.partial"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="run folder (refused if it holds a model)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_TRAIN_DATA, help="root of clean pair folders")
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=output_folder, required=True, help="run folder, new or empty (see above)")
+    parser.add_argument("--data", type=existing_dir, default=DEFAULT_TRAIN_DATA, help="root of clean pair folders")
+    parser.add_argument("--steps", type=positive_int, default=6000)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     # A clean frame is the commonest input, and every level seen in one makes the fusion restore what is not
     # there: with 0.15 the estimator judged 42% of the clean eval pairs clean, with 0.3 it judges 52%.
     parser.add_argument("--clean-fraction", type=float, default=0.3, help="share of undegraded samples")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--workers", type=int, default=2, help="data-loader processes")
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    return parser.parse_args(argv)
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="data-loader processes")
+    parser.add_argument("--log-every", type=positive_int, default=50)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier estimator run in --out")
+    args = parser.parse_args(argv)
+    with usage_error(parser, "--data", args.data):  # lists the pairs only, so a bad --data fails before --out is created
+        TripletDataset.from_root(args.data)
+    return args
+
+
+def out_problem(out: Path, overwrite: bool) -> str | None:
+    """Why this run may not write into ``out``, or None: a new or empty folder, or with ``overwrite`` one that
+    holds an earlier estimator run or other files. Another kind of run is never replaced."""
+    held = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
+    if not held:
+        return None
+    try:
+        model_type = json.loads((out / "model" / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        model_type = None
+    if model_type not in (None, MODEL_TYPE) or "config.json" in held:  # e.g. an `allinone train` run folder
+        kind = f"a {model_type!r} model in model/" if model_type not in (None, MODEL_TYPE) else "a config.json"
+        return f"{out} holds another kind of run ({kind}), not an estimator run; choose a new or empty folder"
+    if overwrite:
+        return None
+    if model_type == MODEL_TYPE:
+        return f"{out} already holds a trained estimator; pass --overwrite to replace it"
+    if set(held) <= RUN_FILES:
+        return f"{out} holds an unfinished estimator run (no model/); pass --overwrite to replace it"
+    listed = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+    return f"{out} is not empty ({listed}); pass --overwrite to write the run into it"
 
 
 def train_estimator(args: argparse.Namespace) -> DegradationEstimator:
@@ -87,10 +121,11 @@ def train_estimator(args: argparse.Namespace) -> DegradationEstimator:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if (args.out / "model").exists() and not args.overwrite:
-        print(f"error: {args.out} already holds a trained estimator; pass --overwrite to replace it", file=sys.stderr)
+    problem = out_problem(args.out, args.overwrite)
+    if problem:
+        print(f"error: --out {problem}", file=sys.stderr)
         return 2
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     model = train_estimator(args)
     staging = args.out / "model.partial"

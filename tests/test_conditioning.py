@@ -155,3 +155,11 @@ def test_the_text_cache_folder_defaults_to_the_environment(minilm, monkeypatch):
     assert torch.equal(fresh.encode(["remove the haze"]), vectors[:1]) and not fresh.is_loaded
     monkeypatch.delenv("ALLINONE_TEXT_CACHE")
     assert TextEncoder().cache_dir is None
+
+
+def test_a_text_embeds_the_same_whatever_it_is_encoded_with(minilm):
+    encoder, vectors, _ = minilm
+    alone = TextEncoder()  # no cache: MiniLM embeds the text again, now next to a much longer one
+    alone._model = encoder._model
+    together = alone.encode(["a much longer description of dense fog over a dark, rainy road at night", "remove the haze"])
+    assert torch.equal(together[1], vectors[0])

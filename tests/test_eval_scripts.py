@@ -1,7 +1,10 @@
 """scripts/eval_fusion.py, bench_fuse.py and make_figure.py: end to end on a random tiny model, and the
-PASS/FAIL logic of the evaluation and of compare_checks.py."""
+PASS/FAIL logic of the evaluation and of compare_checks.py; the argument checks the scripts share
+(scripts/script_args.py) and the refusals they lead to."""
+import argparse
 import contextlib
 import csv
+import json
 import math
 import os
 import subprocess
@@ -25,6 +28,7 @@ import ablate_outputs  # noqa: E402
 import compare_checks  # noqa: E402
 import eval_fusion  # noqa: E402
 import mi_sensitivity  # noqa: E402
+import script_args  # noqa: E402
 
 BASELINES = ["mean", "max", "laplacian"]
 DEGRADED_METHODS = ["ours_cond", "ours_uncond", "ours_auto", *BASELINES]
@@ -38,13 +42,21 @@ def checkpoint(tmp_path_factory) -> Path:
     return folder
 
 
-def run_script(name: str, *args) -> subprocess.CompletedProcess:
+def run_script(name: str, *args, expect: int = 0) -> subprocess.CompletedProcess:
+    """Run scripts/``name`` with ``args``; assert its exit status is ``expect`` and, for a failure, that it
+    ended with a message, not a traceback."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
     return result
+
+
+def run_script_error(name: str, *args) -> str:
+    """Run a script that must refuse its arguments (exit status 2, a usage error); its stderr."""
+    return run_script(name, *args, expect=2).stderr
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict]]:
@@ -117,13 +129,26 @@ def test_eval_fusion_quick_writes_every_table(checkpoint, data_root, tmp_path):
 
 def test_eval_fusion_sections_runs_only_the_chosen_evaluations(checkpoint, data_root, tmp_path):
     out = tmp_path / "results"
-    result = run_script("eval_fusion.py", "--checkpoint", checkpoint, "--data", data_root / "eval", "--out", out,
-                        "--quick", "--threads", "1", "--workers", "1", "--pairs-per-subset", "1",
-                        "--sections", "clean")
-    assert sorted(path.name for path in out.iterdir()) == ["checks.csv", "clean_pairs.csv", "clean_summary.csv"]
+    common = ["--checkpoint", checkpoint, "--data", data_root / "eval", "--out", out, "--quick", "--threads", "1",
+              "--workers", "1", "--pairs-per-subset", "1"]
+    result = run_script("eval_fusion.py", *common, "--sections", "clean")
+    assert sorted(path.name for path in out.iterdir()) == ["checks.csv", "clean_pairs.csv", "clean_summary.csv",
+                                                           "eval_settings.json"]
     _, checks = read_csv(out / "checks.csv")
     assert {row["evaluation"].split(" ")[0] for row in checks} == {"clean"}
     assert "## b." not in result.stdout and "## c." not in result.stdout
+    assert json.loads((out / "eval_settings.json").read_text())["sections"] == ["clean"]
+
+    # Another evaluation into the same folder: refused before any work, the folder left as it was ...
+    (out / "notes.md").write_text("not eval_fusion's")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    error = run_script_error("eval_fusion.py", *common, "--sections", "synthetic", "--recipes", "night")
+    assert "holds the results of another evaluation (sections: ['clean'] there, ['synthetic'] now" in error
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    # ... and with --overwrite the clean files of the old one go; other files stay.
+    run_script("eval_fusion.py", *common, "--sections", "synthetic", "--recipes", "night", "--overwrite")
+    assert sorted(path.name for path in out.iterdir()) == ["checks.csv", "eval_settings.json", "notes.md",
+                                                           "synthetic_pairs.csv", "synthetic_summary.csv"]
 
 
 def test_eval_fusion_recipes_runs_only_the_chosen_synthetic_recipes(checkpoint, data_root, tmp_path):
@@ -445,3 +470,155 @@ def test_compare_checks_names_a_folder_without_checks(tmp_path, capsys):
     with pytest.raises(SystemExit):
         compare_checks.main([str(broken), str(broken)])  # two columns of the same name
     assert "column names must differ" in capsys.readouterr().err
+
+
+# --- argument checks (scripts/script_args.py) and what the scripts refuse ------------------------------
+
+
+def test_whole_number_types_name_the_bound():
+    assert script_args.positive_int("3") == 3 and script_args.non_negative_int("0") == 0
+    level = script_args.whole_number(1, 5)
+    assert level("5") == 5
+    for parse, text, message in [(script_args.positive_int, "0", ">= 1, got '0'"),
+                                 (script_args.positive_int, "2.5", ">= 1, got '2.5'"),
+                                 (script_args.non_negative_int, "-1", ">= 0, got '-1'"),
+                                 (level, "9", "from 1 to 5, got '9'")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse(text)
+
+
+def test_path_types_say_what_is_wrong(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert script_args.existing_dir(str(tmp_path)) == tmp_path
+    assert script_args.existing_file(str(afile)) == afile
+    assert script_args.output_folder(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+    for parse, text, message in [(script_args.existing_dir, tmp_path / "none", "none: no such folder"),
+                                 (script_args.existing_dir, afile, "afile is a file, not a folder"),
+                                 (script_args.existing_file, tmp_path / "none", "none: no such file"),
+                                 (script_args.existing_file, tmp_path, "is a folder, not a file"),
+                                 (script_args.output_folder, afile, "afile is a file; it needs a folder"),
+                                 (script_args.output_folder, afile / "run", "afile is a file, so no folder")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse(str(text))
+
+
+def test_model_folder_names_the_missing_file_and_suggests_model(checkpoint, tmp_path):
+    assert script_args.model_folder(str(checkpoint)) == checkpoint
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"no saved model \(model.safetensors missing\)$"):
+        script_args.model_folder(str(tmp_path))
+    run = tmp_path / "run"
+    FusionCNN("tiny").save_pretrained(run / "model")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"config.json and model.safetensors missing\); "
+                                                          r"did you mean .*run/model\?"):
+        script_args.model_folder(str(run))
+
+
+def test_pair_folder_needs_paired_ir_and_vi(tmp_path):
+    from helpers import make_pair_folders
+
+    make_pair_folders(tmp_path / "set", names=("a",), size=(16, 16))
+    assert script_args.pair_folder(str(tmp_path / "set")) == tmp_path / "set"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"ir: not a folder"):
+        script_args.pair_folder(str(tmp_path))
+
+
+def test_load_model_turns_a_wrong_or_broken_model_into_a_usage_error(checkpoint, tmp_path, capsys):
+    from allinone.models.degradation_estimator import DegradationEstimator
+
+    parser = argparse.ArgumentParser(prog="script")
+    assert isinstance(script_args.load_model(parser, FusionCNN, checkpoint), FusionCNN)
+    with pytest.raises(SystemExit) as exit_info:
+        script_args.load_model(parser, DegradationEstimator, checkpoint, "--estimator")
+    assert exit_info.value.code == 2
+    assert "error: --estimator: " in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((checkpoint / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"\x01\x00")  # a truncated file: its error names no path
+    with pytest.raises(SystemExit):
+        script_args.load_model(parser, FusionCNN, broken)
+    assert f"error: --checkpoint: {broken / 'model.safetensors'}: cannot read the weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["eval_fusion.py", "make_figure.py", "bench_fuse.py"])
+def test_scripts_refuse_a_missing_checkpoint_with_a_message(script, tmp_path):
+    error = run_script_error(script, "--checkpoint", tmp_path / "nonexistent")
+    assert error.startswith("usage: ") and f"argument --checkpoint: {tmp_path / 'nonexistent'}: no such folder" in error
+
+
+def test_eval_fusion_refuses_another_evaluation_in_out_unless_overwrite(checkpoint, tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["--checkpoint", str(checkpoint), "--data", str(tmp_path / "data"), "--out", str(out),
+            "--estimator", str(tmp_path / "no_estimator"), "--sections", "clean"]
+    assert eval_fusion.parse_args(args).out == out  # nothing there yet
+    out.mkdir()
+    (out / "clean_pairs.csv").write_text("from an older evaluation")
+    with pytest.raises(SystemExit):
+        eval_fusion.parse_args(args)
+    assert "whose settings are not recorded in eval_settings.json" in capsys.readouterr().err
+    parsed = eval_fusion.parse_args([*args, "--overwrite"])
+    settings = eval_fusion.evaluation_settings(parsed)
+    (out / "eval_settings.json").write_text(json.dumps(settings))
+    eval_fusion.parse_args(args)  # the same evaluation again
+    with pytest.raises(SystemExit):
+        eval_fusion.parse_args([*args, "--niqe"])
+    assert "(niqe: False there, True now)" in capsys.readouterr().err
+    eval_fusion.clear_results(out)
+    assert list(out.iterdir()) == []
+
+
+def test_plot_training_curve_keeps_its_log_and_an_existing_png(tmp_path):
+    log = tmp_path / "loss_log.csv"
+    log.write_text("step,total\n1,0.5\n2,0.4\n")
+    error = run_script_error("plot_training_curve.py", log, "-o", log)
+    assert f"-o {log} is an input" in error and log.read_text().startswith("step,total")
+    png = tmp_path / "curve.png"
+    run_script("plot_training_curve.py", log, "-o", png)
+    assert "exists; pass --overwrite" in run_script_error("plot_training_curve.py", log, "-o", png)
+    run_script("plot_training_curve.py", log, "-o", png, "--overwrite")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("step,total\n")
+    assert "empty.csv holds no logged steps" in run_script_error("plot_training_curve.py", empty, "-o",
+                                                                 tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_severity_table_has_a_parser():
+    assert run_script("severity_table.py", "--help").stdout.startswith("usage: ")
+    assert "unrecognized arguments: --bogus" in run_script_error("severity_table.py", "--bogus")
+
+
+def test_encode_prompts_names_a_bad_config(tmp_path, capsys):
+    import encode_prompts
+
+    with pytest.raises(SystemExit) as exit_info:
+        encode_prompts.main(["--config", str(tmp_path / "none.json"), "--cache", str(tmp_path / "cache")])
+    assert exit_info.value.code == 2 and f"--config: {tmp_path / 'none.json'}: cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_train_estimator_writes_only_into_a_new_empty_or_estimator_run_folder(tmp_path):
+    import train_estimator
+    from allinone.models.degradation_estimator import DegradationEstimator
+
+    assert train_estimator.out_problem(tmp_path / "new", overwrite=False) is None
+    fusion_run = tmp_path / "fusion_run"  # what `allinone train` leaves
+    FusionCNN("tiny").save_pretrained(fusion_run / "model")
+    (fusion_run / "loss_log.csv").write_text("step\n")
+    for overwrite in (False, True):
+        assert "holds another kind of run (a 'allinone-fusion-cnn' model in model/)" in \
+            train_estimator.out_problem(fusion_run, overwrite)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "loss_log.csv").write_text("step\n")
+    assert "holds an unfinished estimator run" in train_estimator.out_problem(unfinished, overwrite=False)
+    DegradationEstimator().save_pretrained(unfinished / "model")
+    assert "already holds a trained estimator" in train_estimator.out_problem(unfinished, overwrite=False)
+    assert train_estimator.out_problem(unfinished, overwrite=True) is None
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.md").write_text("x")
+    assert "is not empty (notes.md); pass --overwrite" in train_estimator.out_problem(other, overwrite=False)
+    assert train_estimator.out_problem(other, overwrite=True) is None

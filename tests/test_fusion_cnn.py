@@ -214,6 +214,22 @@ def test_from_pretrained_rejects_other_models(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "format_version": 1}))
     with pytest.raises(ValueError, match="format version 1"):
         FusionCNN.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(weights[:100])  # a copy cut short
+    with pytest.raises(ValueError, match="model.safetensors: cannot read the weights"):
+        FusionCNN.from_pretrained(tmp_path)
+    for text in ("{not json", "[1, 2]"):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ValueError, match="config.json: not a model config"):
+            FusionCNN.from_pretrained(tmp_path)
+
+
+def test_saved_weights_get_the_usual_file_mode(tmp_path):
+    from degradations.io import USUAL_FILE_MODE
+
+    _model().save_pretrained(tmp_path)  # safetensors alone writes 0600
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == USUAL_FILE_MODE
 
 
 def test_config_from_name_dict_and_dataclass_agree():

@@ -257,3 +257,76 @@ def test_use_threads_gives_the_priors_a_thread_of_their_own_from_two_threads(pai
             pipe.use_threads(0)
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda vi: vi.astype(np.float32), ValueError, r"vi: float values must lie in \[0, 1\], got \d+\.0\.\.\d+\.0"),
+    (lambda vi: torch.from_numpy(vi).permute(2, 0, 1).float(), ValueError, r"vi: float values must lie in \[0, 1\]"),
+    (lambda vi: vi / 127.5 - 1.0, ValueError, r"vi: float values must lie in \[0, 1\], got -"),
+    (lambda vi: np.where(vi == vi.max(), np.nan, vi / 255.0), ValueError, "vi: .*NaN"),
+    (lambda vi: torch.full((2, 3), float("inf")), ValueError, "vi: .*inf"),
+    (lambda vi: vi.astype(np.int32), TypeError, "vi: unsupported pixel type int32"),  # 8- or 16-bit? unknown
+    (lambda vi: torch.from_numpy(vi.astype(np.int64)).permute(2, 0, 1), TypeError, "vi: unsupported pixel type int64"),
+    (lambda vi: torch.zeros(0, 0), ValueError, "vi: empty image"),
+    (lambda vi: np.zeros((0, 5, 3), np.uint8), ValueError, "vi: empty image"),
+    (lambda vi: torch.from_numpy(vi.copy()), ValueError, r"vi: .*channels-last .*permute\(2, 0, 1\)"),
+    (lambda vi: np.zeros((4, 5, 5), np.uint8), ValueError, r"vi: expected an \(H, W\) or \(H, W, 3\) image"),
+    (lambda vi: "no/such/vi.png", ValueError, "no/such/vi.png"),
+])
+def test_inputs_that_cannot_be_read_unambiguously_are_refused_naming_the_input(pair_arrays, make, error, match):
+    with pytest.raises(error, match=match):
+        image_to_tensor(make(pair_arrays[1]), "vi")
+
+
+def test_arrays_tensors_and_pil_images_of_one_dtype_are_scaled_alike(pipe, pair_arrays):
+    ir, vi = pair_arrays
+    reference = image_to_tensor(vi, "vi")
+    vi16 = vi.astype(np.uint16) * 257
+    same = {
+        "uint8 tensor": torch.from_numpy(vi).permute(2, 0, 1),
+        "uint16 array": vi16,
+        "uint16 tensor": torch.from_numpy(vi16).permute(2, 0, 1),
+        "float tensor": torch.from_numpy(vi / 255.0).permute(2, 0, 1),
+        "float array a rounding error above 1": vi / 255.0 + 5e-4,  # within FLOAT_TOLERANCE: clamped
+    }
+    for kind, image in same.items():
+        assert torch.allclose(image_to_tensor(image, "vi"), reference, atol=1e-3), kind
+    as_mode_i = Image.fromarray(vi16[..., 0].astype(np.int32))  # how PIL hands out a 16-bit PNG
+    assert as_mode_i.mode == "I"
+    assert torch.allclose(image_to_tensor(as_mode_i, "ir"), image_to_tensor(vi[..., 0], "ir"))
+    with pytest.raises(ValueError, match="ir: float values"):  # the pipeline names the argument too
+        pipe(ir.astype(np.float32), vi)
+
+
+def test_prompt_and_degradation_of_the_wrong_kind_are_refused_before_any_work(pipe, pair_arrays):
+    ir, vi = pair_arrays
+    for prompt in ("", "   "):
+        with pytest.raises(ValueError, match="prompt is empty"):
+            pipe(ir, vi, prompt=prompt)
+        with pytest.raises(ValueError, match="prompt is empty"):
+            make_condition(prompt, "haze:3")
+    with pytest.raises(TypeError, match="prompt must be a string"):
+        pipe(ir, vi, prompt=123)
+    for degradation in (3, ["haze:3"]):
+        with pytest.raises(TypeError, match="degradation must be a string .* or None, got"):
+            pipe(ir, vi, degradation=degradation)
+    with pytest.raises(ValueError, match=r"level of 'haze' must be 0 \(absent\) to 5, got 9"):
+        pipe(ir, vi, degradation={"haze": 9})
+    with pytest.raises(ValueError, match=r'ir \(ndarray\) is 48x20 but vi \(Tensor\) is 48x40; pass align="resize"'):
+        pipe(ir[:20], torch.from_numpy(vi).permute(2, 0, 1))
+
+
+def test_from_pretrained_names_the_weights_file_or_device_it_cannot_use(checkpoint, encoder, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (broken / name).write_bytes((checkpoint / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x00" * 10)  # truncated
+    with pytest.raises(ValueError, match=f"{broken / 'model.safetensors'}: cannot read the weights"):
+        FusionPipeline.from_pretrained(broken, text_encoder=encoder)
+    with pytest.raises(ValueError, match="device 'bogus' is not a torch device"):
+        FusionPipeline.from_pretrained(checkpoint, device="bogus", text_encoder=encoder)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': no CUDA device is available"):
+            FusionPipeline.from_pretrained(checkpoint, device="cuda", text_encoder=encoder)
+    assert FusionPipeline.from_pretrained(None, text_encoder=encoder).checkpoint == DEFAULT_CHECKPOINT

@@ -226,3 +226,227 @@ def test_a_run_from_before_a_new_config_field_still_resumes(data, tmp_path):
         train(_cfg(data, 3), out, resume=True, device="cpu")
     train(_cfg(data, 2), out, resume=True, device="cpu")  # same config: resumes (already done)
     assert [int(r["step"]) for r in csv.DictReader((out / "loss_log.csv").open())] == [1, 2]
+
+
+def _interrupt_at_step(monkeypatch, step):
+    """Make training stop with a KeyboardInterrupt (Ctrl-C) as it starts step ``step`` (1-based)."""
+    import allinone.training as training
+
+    calls, real_drop = [], training.drop_condition
+
+    def drop_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real_drop(*args, **kwargs)
+
+    monkeypatch.setattr(training, "drop_condition", drop_then_interrupt)
+
+
+def _logged_steps(out):
+    return [int(r["step"]) for r in csv.DictReader((out / "loss_log.csv").open())]
+
+
+def test_a_run_interrupted_at_a_save_and_resumed_ends_with_the_uninterrupted_weights(data, tmp_path, monkeypatch):
+    import allinone.training as training
+
+    whole = train(_cfg(data, 4), tmp_path / "whole", device="cpu").state_dict()
+    out, real_save = tmp_path / "run", training._save
+
+    def save_then_die(accelerator, model, folder, step):
+        real_save(accelerator, model, folder, step)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, 4), out, device="cpu")
+    monkeypatch.setattr(training, "_save", real_save)
+    resumed = train(_cfg(data, 4), out, resume=True, device="cpu").state_dict()  # with condition dropout
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    assert _logged_steps(out) == [1, 2, 3, 4]
+
+
+def test_a_resumed_run_logs_each_step_once_under_one_header(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _interrupt_at_step(monkeypatch, 2)  # step 1 logged, nothing saved yet
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, 4), out, device="cpu")
+    _interrupt_at_step(monkeypatch, 4)  # saved at step 2, step 3 logged
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, 4), out, resume=True, device="cpu")
+    assert _logged_steps(out) == [1, 2, 3]
+    monkeypatch.undo()
+    train(_cfg(data, 4), out, resume=True, device="cpu")
+    lines = (out / "loss_log.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["step", "1", "2", "3", "4"]
+
+
+def test_overwrite_leaves_the_old_run_until_the_new_one_starts_then_removes_all_of_it(data, tmp_path, monkeypatch):
+    from allinone.training import saved_step
+
+    out = tmp_path / "run"
+    train(_cfg(data, 4), out, device="cpu")
+    before = {name: (out / name).read_bytes() for name in ("config.json", "loss_log.csv")}
+    broken = _cfg(data, 4)
+    broken.data = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError):
+        train(broken, out, overwrite=True, device="cpu")
+    assert {name: (out / name).read_bytes() for name in before} == before and saved_step(out) == 4
+
+    restart = _cfg(data, 4)
+    restart.seed = 2
+    _interrupt_at_step(monkeypatch, 2)  # before the new run's first save
+    with pytest.raises(KeyboardInterrupt):
+        train(restart, out, overwrite=True, device="cpu")
+    assert not (out / "state").exists() and not (out / "model").exists()
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+    monkeypatch.undo()
+    train(restart, out, resume=True, device="cpu")  # the new run, from its start: not the old one
+    assert _logged_steps(out) == [1, 2, 3, 4] and saved_step(out) == 4
+
+
+def test_resume_refuses_another_config_naming_the_keys_or_a_state_past_the_steps(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, 4), out, device="cpu")
+    with pytest.raises(ValueError, match=r"another config \(steps: 4 -> 5\)"):
+        train(_cfg(data, 5), out, resume=True, device="cpu")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "steps": 2}))  # as if state/ were another run's
+    with pytest.raises(ValueError, match="saved at step 4, past the run's 2 steps"):
+        train(_cfg(data, 2), out, resume=True, device="cpu")
+
+
+def test_resume_needs_a_run_and_excludes_overwrite(data, tmp_path):
+    with pytest.raises(ValueError, match="nothing to resume in .*; leave out --resume"):
+        train(_cfg(data, 1), tmp_path / "typo", resume=True, device="cpu")
+    with pytest.raises(ValueError, match="pass only one"):
+        train(_cfg(data, 1), tmp_path / "run", resume=True, overwrite=True, device="cpu")
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "run").exists()
+
+
+def test_out_must_not_be_or_overlap_the_init_model_or_the_data(data, tmp_path):
+    base = tmp_path / "base"
+    FusionCNN("tiny").save_pretrained(base)
+    files = {path: path.read_bytes() for path in base.iterdir()}
+    cfg = _cfg(data, 1)
+    cfg.init_from = str(base)
+    for out, relation in ((base, "is"), (base / "run", "is inside"), (tmp_path, "holds")):
+        with pytest.raises(ValueError, match=f"--out {out} {relation} the init_from model"):
+            train(cfg, out, overwrite=True, device="cpu")
+    with pytest.raises(ValueError, match="is inside the data folder"):
+        train(_cfg(data, 1), data / "set" / "ir", device="cpu")
+    with pytest.raises(ValueError, match=f"--out {base} holds a saved allinone-fusion-cnn model, not a training run"):
+        train(_cfg(data, 1), base, overwrite=True, device="cpu")
+    assert {path: path.read_bytes() for path in base.iterdir()} == files
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile is a file, not a run folder"):
+        train(_cfg(data, 1), tmp_path / "afile", device="cpu")
+
+
+def test_init_from_names_a_truncated_weights_file_and_the_model_of_a_run_folder(data, tmp_path):
+    FusionCNN("tiny").save_pretrained(tmp_path / "base")
+    (tmp_path / "base" / "model.safetensors").write_bytes(b"\0" * 10)
+    cfg = _cfg(data, 1)
+    cfg.init_from = str(tmp_path / "base")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'base' / 'model.safetensors'}: cannot read the weights"):
+        train(cfg, tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()
+    train(_cfg(data, 1), tmp_path / "first", device="cpu")
+    cfg.init_from = str(tmp_path / "first")
+    with pytest.raises(ValueError, match=f"training run, not a model folder; its model is {tmp_path / 'first' / 'model'}"):
+        train(cfg, tmp_path / "run", device="cpu")
+
+
+def test_trained_weights_get_the_permissions_of_other_outputs(data, tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    out = tmp_path / "run"
+    train(_cfg(data, 1), out, device="cpu")
+    for file in (out / "model" / "model.safetensors", out / "state" / "model.safetensors", out / "config.json"):
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask, file
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("steps", "ten", "steps must be a whole number >= 1, got 'ten'"),
+    ("steps", None, "steps must be a whole number >= 1"),
+    ("steps", 2.5, "steps must be a whole number >= 1"),
+    ("steps", 0, "steps must be a whole number >= 1"),
+    ("crop", 8, "crop must be a whole number >= 16"),
+    ("save_every", 0, "save_every must be a whole number >= 1"),
+    ("log_every", 0, "log_every must be a whole number >= 1"),
+    ("batch_size", 0, "batch_size must be a whole number >= 1"),
+    ("workers", -1, "workers must be a whole number >= 0"),
+    ("levels", [], "levels must be a non-empty list of whole numbers 1..5"),
+    ("levels", [9], "levels must be a non-empty list"),
+    ("recipes", [], "recipes must be a non-empty list of names from night, "),
+    ("recipes", "haze", "recipes must be a non-empty list"),
+    ("recipes", ["bogus"], "recipes must be a non-empty list"),
+    ("lr", "fast", "lr must be a number > 0, got 'fast'"),
+    ("model", "huge", "model must be one of tiny, small or an object of FusionCNNConfig fields, got 'huge'"),
+    ("data", 5, "data must be a folder path, got 5"),
+    ("use_prompts", "no", "use_prompts must be true or false, got 'no'"),
+    ("clean_fraction", 2.0, r"clean_fraction must be a number in \[0, 1\]"),
+    ("loss", {"gradient": "big"}, "loss: weight 'gradient' must be a number >= 0, got 'big'"),
+    ("loss", {"by_degradation": {"haze": {"color": None}}}, "loss: multiplier haze.color must be a number >= 0"),
+    ("init_changes", {"bogus": True}, "init_changes must be an object of FusionCNNConfig fields"),
+])
+def test_a_bad_config_value_is_refused_when_read_naming_the_file_and_the_key(tmp_path, key, value, expected):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({key: value}))
+    with pytest.raises(ValueError, match=f"^{path}: {expected}"):
+        TrainConfig.from_file(path)
+
+
+@pytest.mark.parametrize("document", [[1, 2], "steps"])
+def test_a_config_that_is_not_a_json_object_is_refused(tmp_path, document):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=f"{path}: the training config must be a JSON object"):
+        TrainConfig.from_file(path)
+
+
+def test_train_command_refuses_bad_settings_without_writing_anything(data, tmp_path, capsys):
+    from allinone.cli import main
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**_cfg(data, 1).to_json(), "crop": 0}))
+    command = ["--threads", "1", "train", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(command) == 2
+    assert f"error: {config}: crop must be a whole number >= 16, got 0" in capsys.readouterr().err
+    config.write_text(json.dumps(_cfg(data, 1).to_json()))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--steps", "0"])
+    assert exit_info.value.code == 2 and "--steps: must be >= 1" in capsys.readouterr().err
+    assert main([*command, "--resume"]) == 2
+    assert "nothing to resume in" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # so the corrected command is not refused as a second run
+
+
+def test_train_command_says_when_a_resumed_run_was_already_complete(data, tmp_path, capsys):
+    from allinone.cli import main
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(_cfg(data, 1).to_json()))
+    command = ["--threads", "1", "train", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(command) == 0
+    assert "for 1 steps" in capsys.readouterr().out
+    assert main([*command, "--resume"]) == 0
+    assert "was already complete (1 steps): nothing to train" in capsys.readouterr().out
+
+
+def test_plot_training_curve_reads_a_log_with_a_repeated_header_and_steps(tmp_path):
+    """As a resume appended to a log before it was cut back to the saved step."""
+    import subprocess
+    import sys
+
+    header = "step,seconds,lr,total,gradient"
+    rows = [f"{step},0.1,0.002,{1 / step},0.5" for step in (1, 2, 3)]
+    log = tmp_path / "loss_log.csv"
+    log.write_text("\n".join([header, *rows, header, *rows[1:], "4,0.1,0.001,0.2,0.4"]) + "\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "plot_training_curve.py"
+    done = subprocess.run([sys.executable, str(script), str(log), "-o", str(tmp_path / "curve.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")

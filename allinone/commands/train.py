@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from .. import console
+from ..cli import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (config, loss log, resumable state, model)")
     p.add_argument("--data", help="root of clean pair folders (default: ../shared/data/train or $ALLINONE_DATA/train)")
     p.add_argument("--init-from", help="model folder to fine-tune (overrides the config's init_from)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--steps", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data-loader worker processes")
     p.add_argument("--device", choices=("auto", "cpu"), default="auto",
@@ -29,16 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import UserError
-    from ..training import TrainConfig, train
+    from ..training import TrainConfig, saved_step, train
 
     try:
         cfg = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    for option in ("data", "init_from", "steps", "batch_size", "seed", "workers"):
-        if getattr(args, option) is not None:
-            setattr(cfg, option, getattr(args, option))
-    try:
+        options = ("data", "init_from", "steps", "batch_size", "seed", "workers")
+        cfg = replace(cfg, **{option: getattr(args, option) for option in options if getattr(args, option) is not None})
+        # Where a resume starts, for the report (train() checks that it is this run's state).
+        start = saved_step(args.out) if args.resume else 0
         model = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                       device="cpu" if args.device == "cpu" else None)
     except ValueError as exc:
@@ -47,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not PartialState().is_main_process:  # one report per run, not one per data-parallel process
         return 0
-    console.success(f"trained {model.num_parameters():,} parameters for {cfg.steps} steps; "
-                    f"weights: {args.out}/model, loss log: {args.out}/loss_log.csv")
+    if start == cfg.steps:
+        console.success(f"{args.out} was already complete ({cfg.steps} steps): nothing to train; "
+                        f"weights: {args.out}/model")
+    else:
+        resumed = f" (resumed at step {start})" if start else ""
+        console.success(f"trained {model.num_parameters():,} parameters for {cfg.steps - start} steps{resumed}; "
+                        f"weights: {args.out}/model, loss log: {args.out}/loss_log.csv")
     print(json.dumps({"out": args.out, "steps": cfg.steps}))
     return 0

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from degradations.io import USUAL_FILE_MODE
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,6 +38,7 @@ def save_model(model: nn.Module, folder: str | Path, model_type: str, format_ver
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, folder / WEIGHTS_NAME, metadata={"model_type": model_type, "format_version": str(format_version)})
+    (folder / WEIGHTS_NAME).chmod(USUAL_FILE_MODE)  # safetensors writes 0600
     document = {"model_type": model_type, "format_version": format_version, **config}
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
 
@@ -45,7 +49,12 @@ def read_config(folder: str | Path, model_type: str, format_version: int) -> dic
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{folder} holds no saved model ({CONFIG_NAME} not found)")
-    document = json.loads((folder / CONFIG_NAME).read_text())
+    try:
+        document = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{folder / CONFIG_NAME}: not a model config ({exc})") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{folder / CONFIG_NAME}: not a model config (a JSON object is expected)")
     found_type, version = document.pop("model_type", None), document.pop("format_version", None)
     if found_type != model_type:
         raise ValueError(f"{folder} holds a {found_type!r} model, expected {model_type!r}")
@@ -57,10 +66,15 @@ def read_config(folder: str | Path, model_type: str, format_version: int) -> dic
 def load_weights(model: nn.Module, folder: str | Path, device: str | torch.device = "cpu",
                  allow_missing: bool = False) -> None:
     """Load ``folder``'s weights into ``model``; ``allow_missing`` lets parts the saved model lacks keep their
-    initialisation (a model grown before a fine-tune). Raises ValueError when the weights do not fit."""
+    initialisation (a model grown before a fine-tune). Raises ValueError, naming the file, when the weights
+    cannot be read or do not fit."""
     folder = Path(folder)
     try:
-        missing, unexpected = model.load_state_dict(load_file(folder / WEIGHTS_NAME, device=str(device)), strict=False)
+        state = load_file(folder / WEIGHTS_NAME, device=str(device))
+    except SafetensorError as exc:  # a truncated or corrupt file; safetensors' message names none
+        raise ValueError(f"{folder / WEIGHTS_NAME}: cannot read the weights ({exc})") from exc
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes differ: the config does not fit the weights
         raise ValueError(f"{folder}: weights do not fit the config: {exc}") from exc
     if unexpected or (missing and not allow_missing):
