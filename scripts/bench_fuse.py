@@ -46,13 +46,14 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from allinone.baselines import laplacian_pyramid_fusion, max_fusion, mean_fusion  # noqa: E402
 from allinone.conditioning import Condition  # noqa: E402
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
+from allinone.outputs import check_output_file  # noqa: E402
 from allinone.pipeline import DEFAULT_ESTIMATOR, FusionPipeline  # noqa: E402
 from degradations.io import write_bytes_atomic  # noqa: E402
 from degradations.labels import label_vector  # noqa: E402
 from degradations.pairs import find_pairs, load_pair  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from script_args import load_model, model_folder, positive_int  # noqa: E402
+from script_args import load_model, model_folder, positive_int, usage_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("ALLINONE_DATA", REPO.parent / "shared" / "data")) / "eval"
@@ -132,9 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval data root (uses msrs_test)")
     parser.add_argument("--repeats", type=positive_int, default=20, help="timed calls per method and thread count")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --csv")
     parser.add_argument("--estimator", type=Path, default=DEFAULT_ESTIMATOR,
                         help="blind degradation estimator for the 'ours, blind' row (skipped when absent)")
     args = parser.parse_args(argv)
+    if args.csv is not None:  # before the minutes of timing, not after
+        with usage_error(parser):
+            check_output_file("--csv", args.csv, inputs=[args.checkpoint, args.data], overwrite=args.overwrite)
 
     pipeline = FusionPipeline(load_model(parser, FusionCNN, args.checkpoint), estimator_path=args.estimator)
     one_stream = FusionPipeline(FusionCNN.from_pretrained(args.checkpoint))  # never given a prior thread

@@ -80,9 +80,9 @@ from allinone.models.degradation_estimator import DegradationEstimator  # noqa: 
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from allinone.pipeline import DEFAULT_ESTIMATOR  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
-from degradations.io import to_uint8, write_bytes_atomic  # noqa: E402
+from degradations.io import ImageReadError, to_uint8, write_bytes_atomic  # noqa: E402
 from degradations.labels import MAX_LEVEL, label_vector  # noqa: E402
-from degradations.pairs import find_pairs, load_pair  # noqa: E402
+from degradations.pairs import PairingError, find_pairs, load_pair  # noqa: E402
 from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -571,11 +571,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, blind = args.model, args.blind
     missing = [name for name in (*CLEAN_SUBSETS, *REAL_DEGRADED) if not (args.data / name).is_dir()]
     downscaled: list[str] = []
-    clean = [sample for subset in CLEAN_SUBSETS if subset not in missing
-             for sample in load_subset(args.data / subset, args.pairs_per_subset, args.max_side, downscaled=downscaled)]
-    real = {subset: load_subset(args.data / subset, args.pairs_per_subset, args.max_side, references=True,
-                                downscaled=downscaled)
-            for subset in REAL_DEGRADED if subset not in missing and "real" in args.sections}
+    try:
+        clean = [sample for subset in CLEAN_SUBSETS if subset not in missing
+                 for sample in load_subset(args.data / subset, args.pairs_per_subset, args.max_side,
+                                           downscaled=downscaled)]
+        real = {subset: load_subset(args.data / subset, args.pairs_per_subset, args.max_side, references=True,
+                                    downscaled=downscaled)
+                for subset in REAL_DEGRADED if subset not in missing and "real" in args.sections}
+    except (PairingError, ImageReadError) as exc:  # unpaired or unreadable files: the message names them
+        raise SystemExit(f"error: {exc}") from None
     if not clean:
         raise SystemExit(f"none of the clean subsets {', '.join(CLEAN_SUBSETS)} found in {args.data} "
                          f"(set --data or ALLINONE_DATA)")

@@ -622,3 +622,21 @@ def test_train_estimator_writes_only_into_a_new_empty_or_estimator_run_folder(tm
     (other / "notes.md").write_text("x")
     assert "is not empty (notes.md); pass --overwrite" in train_estimator.out_problem(other, overwrite=False)
     assert train_estimator.out_problem(other, overwrite=True) is None
+
+
+def test_bench_fuse_refuses_an_existing_csv_before_timing(checkpoint, tmp_path):
+    existing = tmp_path / "speed.csv"
+    existing.write_text("keep me")
+    error = run_script_error("bench_fuse.py", "--checkpoint", checkpoint, "--csv", existing)
+    assert f"--csv {existing} exists; pass --overwrite" in error and existing.read_text() == "keep me"
+
+
+def test_eval_fusion_names_an_unpaired_file_without_a_traceback(checkpoint, tmp_path):
+    from helpers import make_pair_folders
+
+    subset = tmp_path / "data" / eval_fusion.CLEAN_SUBSETS[0]
+    ir_dir, _ = make_pair_folders(subset, names=("a", "b"), size=(48, 48))
+    (ir_dir / "lonely.png").write_bytes((ir_dir / "a.png").read_bytes())
+    result = run_script("eval_fusion.py", "--checkpoint", checkpoint, "--data", tmp_path / "data",
+                        "--out", tmp_path / "out", "--sections", "clean", "--threads", "1", "--workers", "1", expect=1)
+    assert "lonely" in result.stderr and "Traceback" not in result.stderr
