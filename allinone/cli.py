@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import sys  # noqa: E402
+from typing import Callable  # noqa: E402
 
 from . import __version__, console  # noqa: E402
 
@@ -24,22 +25,24 @@ class UserError(Exception):
     """A problem with the user's input or request: printed without a traceback, exit code 2."""
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (no upper bound when None)."""
+    expected = f">= {low}" if high is None else f"from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a whole number {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def bit_depth(text: str) -> int:
-    """argparse type of ``--ir-bits``: the bits a 16-bit IR file really holds, 1..16."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of bits, got {text!r}") from None
-    if not 1 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"must be in 1..16 (the bits a 16-bit file holds), got {value}")
-    return value
+positive_int = whole_number(1)
+bit_depth = whole_number(1, 16)  # --ir-bits: the bits a 16-bit IR file really holds
 
 
 # What the interrupt message tells the user; a command sets ``args.resume_hint`` when re-running it resumes.

@@ -34,7 +34,7 @@ from allinone.models.serialization import CONFIG_NAME, WEIGHTS_NAME
 from allinone.tiling import tiled_apply
 from degradations.io import read_ir, read_vis, to_uint8, unit_range
 from degradations.labels import label_vector, parse_degradation_spec
-from degradations.pairs import PairingError, align_to
+from degradations.pairs import align_pair
 
 # The shipped weights: <repo>/checkpoints/fusion_cnn, next to the package (an editable install keeps them there).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fusion_cnn"
@@ -393,12 +393,7 @@ class FusionPipeline:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         _check_condition(prompt, degradation)
         ir_tensor, vi_tensor = image_to_tensor(ir, "ir"), image_to_tensor(vi, "vi")
-        (height, width), (vi_height, vi_width) = ir_tensor.shape[-2:], vi_tensor.shape[-2:]
-        if (height, width) != (vi_height, vi_width):
-            if align == "error":  # degradations.pairs.align_pair words this for the CLI (--align resize)
-                raise PairingError(f"ir {_describe(ir)} is {width}x{height} but vi {_describe(vi)} is "
-                                   f"{vi_width}x{vi_height}; pass align=\"resize\" to resize ir to the vi size")
-            ir_tensor = align_to(ir_tensor, (vi_height, vi_width))
+        ir_tensor = align_pair(ir_tensor, vi_tensor, align, _describe(ir), _describe(vi), 'align="resize"')
         if prompt is None and degradation is None:
             degradation = AUTO if self.has_estimator else UNCONDITIONED
             if degradation == UNCONDITIONED:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from degradations.dataset import DEFAULT_RECIPES, TripletDataset
-from degradations.io import USUAL_FILE_MODE, write_bytes_atomic
+from degradations.io import USUAL_FILE_MODE, read_json_object, write_bytes_atomic
 from degradations.labels import MAX_LEVEL
 from degradations.recipes import RECIPES, item_seed
 
@@ -67,17 +67,6 @@ def _number(value: Any) -> bool:
 def _require(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"{key} must be {expected}, got {value!r}")
-
-
-def _read_json_object(path: Path, what: str) -> dict[str, Any]:
-    """The JSON object in ``path``; ValueError naming the file when it cannot be read or is not an object."""
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read {what} ({exc})") from exc
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: {what} must be a JSON object, got {type(values).__name__} {values!r}")
-    return values
 
 
 @dataclass
@@ -127,7 +116,7 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
         path = Path(path)
-        values = _read_json_object(path, "the training config")
+        values = read_json_object(path, "the training config")
         unknown = set(values) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
@@ -211,7 +200,7 @@ def saved_step(out: str | os.PathLike) -> int:
     out = Path(out)
     if not (out / "state").is_dir():
         return 0
-    step = _read_json_object(out / "state" / "step.json", "the saved step").get("step")
+    step = read_json_object(out / "state" / "step.json", "the saved step").get("step")
     if not _whole(step):
         raise ValueError(f"{out / 'state' / 'step.json'}: no step number in it")
     return step
@@ -253,7 +242,7 @@ def _check_run_folder(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool
         if folder:
             _check_apart(out, what, Path(folder))
     config_file = out / "config.json"
-    previous = _read_json_object(config_file, "the run's config") if config_file.is_file() else None
+    previous = read_json_object(config_file, "the run's config") if config_file.is_file() else None
     if previous is not None and "model_type" in previous:
         raise ValueError(f"--out {out} holds a saved {previous['model_type']} model, not a training run; "
                          "choose another --out so that the model is kept")

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import recipes as recipes_mod
-from .io import encode_png, to_uint8, write_bytes_atomic
+from .io import encode_png, read_json_object, to_uint8, write_bytes_atomic
 from .pairs import Pair, find_pairs, load_pair, require_same_sizes
 from .recipes import Plan, Step, apply_steps, item_seed, plan
 
@@ -295,12 +295,9 @@ def _clear_previous(out: Path, old: dict[str, Any] | None, cfg: BenchmarkConfig)
 def _read_run_file(path: Path) -> dict[str, Any]:
     """The settings a run.json holds; BenchmarkError naming the file when it is not one."""
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchmarkError(f"{path}: not a valid {RUN_FILE} ({exc})") from None
-    if not isinstance(settings, dict):
-        raise BenchmarkError(f"{path}: not a valid {RUN_FILE} (a JSON object is expected)")
-    return settings
+        return read_json_object(path, f"a benchmark's {RUN_FILE}")
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 def _prepare_out(out: Path, cfg: BenchmarkConfig, overwrite: bool) -> None:

@@ -9,6 +9,7 @@ that stores 12- or 14-bit counts in 16-bit files is read correctly with ``ir_bit
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -137,6 +138,19 @@ def encode_png(x: torch.Tensor | np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def read_json_object(path: str | os.PathLike, what: str) -> dict:
+    """The JSON object in ``path`` (a settings record, a config); ValueError naming the file and ``what`` it
+    should hold when it cannot be read, is not JSON, or is not an object."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: {what} must be a JSON object, got {type(values).__name__}")
+    return values
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -87,15 +87,15 @@ def discover_pair_folders(root: str | os.PathLike) -> list[Path]:
     return found
 
 
-def align_pair(ir: torch.Tensor, vi: torch.Tensor, align: str, ir_name: str, vi_name: str) -> torch.Tensor:
-    """IR resized to the VIS size when ``align == "resize"``; PairingError naming both inputs when the
-    sizes differ and ``align == "error"``."""
+def align_pair(ir: torch.Tensor, vi: torch.Tensor, align: str, ir_name: str, vi_name: str,
+               resize_option: str = "--align resize") -> torch.Tensor:
+    """IR resized to the VIS size when ``align == "resize"``; PairingError naming both inputs, and
+    ``resize_option`` (how the caller asks for a resize), when the sizes differ and ``align == "error"``."""
     if ir.shape[-2:] == vi.shape[-2:]:
         return ir
     if align != "resize":
         raise PairingError(f"IR {ir_name} is {ir.shape[-1]}x{ir.shape[-2]} but VIS {vi_name} is "
-                           f"{vi.shape[-1]}x{vi.shape[-2]}; align with resize (--align resize) to resize IR "
-                           "to the VIS size")
+                           f"{vi.shape[-1]}x{vi.shape[-2]}; pass {resize_option} to resize IR to the VIS size")
     return align_to(ir, tuple(vi.shape[-2:]))
 
 

@@ -80,7 +80,7 @@ from allinone.models.degradation_estimator import DegradationEstimator  # noqa: 
 from allinone.models.fusion_cnn import FusionCNN  # noqa: E402
 from allinone.pipeline import DEFAULT_ESTIMATOR  # noqa: E402
 from degradations.depth import DepthEstimator  # noqa: E402
-from degradations.io import ImageReadError, to_uint8, write_bytes_atomic  # noqa: E402
+from degradations.io import ImageReadError, read_json_object, to_uint8, write_bytes_atomic  # noqa: E402
 from degradations.labels import MAX_LEVEL, label_vector  # noqa: E402
 from degradations.pairs import PairingError, find_pairs, load_pair  # noqa: E402
 from degradations.recipes import apply_steps, item_seed, plan  # noqa: E402
@@ -498,8 +498,8 @@ def other_evaluation(out: Path, settings: dict) -> str | None:
     if not present:
         return None
     try:
-        recorded = json.loads((out / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
+        recorded = read_json_object(out / SETTINGS_FILE, "the settings of an evaluation")
+    except ValueError:
         return f"holds {', '.join(present)} of an evaluation whose settings are not recorded in {SETTINGS_FILE}"
     changed = [f"{key}: {recorded.get(key)!r} there, {settings.get(key)!r} now"
                for key in dict.fromkeys([*recorded, *settings]) if recorded.get(key) != settings.get(key)]

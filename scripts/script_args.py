@@ -12,32 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator, TypeVar
 
-
+from allinone.cli import positive_int, whole_number  # noqa: F401 (positive_int: for the scripts)
 from allinone.models.serialization import CONFIG_NAME, WEIGHTS_NAME
 from degradations.pairs import PairingError, find_pairs
 
 Model = TypeVar("Model")
 
-
-def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high`` (no upper bound when None)."""
-    expected = f">= {low}" if high is None else f"from {low} to {high}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be a whole number {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = whole_number(1)
 non_negative_int = whole_number(0)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 import time
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from allinone.models.degradation_estimator import MODEL_TYPE, DegradationEstimator, EstimatorConfig  # noqa: E402
 from allinone.training import DEFAULT_TRAIN_DATA  # noqa: E402
 from degradations.dataset import TripletDataset  # noqa: E402
+from degradations.io import read_json_object  # noqa: E402
 from degradations.labels import MAX_LEVEL  # noqa: E402
 from script_args import existing_dir, non_negative_int, output_folder, positive_int, usage_error  # noqa: E402
 
@@ -67,8 +67,8 @@ def out_problem(out: Path, overwrite: bool) -> str | None:
     if not held:
         return None
     try:
-        model_type = json.loads((out / "model" / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError):
+        model_type = read_json_object(out / "model" / "config.json", "a model config").get("model_type")
+    except ValueError:  # none there, or not one a model wrote
         model_type = None
     if model_type not in (None, MODEL_TYPE) or "config.json" in held:  # e.g. an `allinone train` run folder
         kind = f"a {model_type!r} model in model/" if model_type not in (None, MODEL_TYPE) else "a config.json"

@@ -374,3 +374,6 @@ def test_a_folder_fused_with_other_settings_is_not_resumed_into(fuse, pairs, tmp
     assert code == 0 and summary["count"] == 1 and summary["skipped"] == 2
     code, summary, _ = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out, "--degradation", "noise:2", "--overwrite")
     assert code == 0 and summary["count"] == 3
+    (out / ".allinone-fuse.json").write_text("{cut sh")
+    code, _, err = fuse("--ir", ir_dir, "--vi", vi_dir, "-o", out, "--degradation", "noise:2")
+    assert code == 2 and "cannot read the settings of a fused folder" in err and "Traceback" not in err

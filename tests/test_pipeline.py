@@ -312,7 +312,7 @@ def test_prompt_and_degradation_of_the_wrong_kind_are_refused_before_any_work(pi
             pipe(ir, vi, degradation=degradation)
     with pytest.raises(ValueError, match=r"level of 'haze' must be 0 \(absent\) to 5, got 9"):
         pipe(ir, vi, degradation={"haze": 9})
-    with pytest.raises(ValueError, match=r'ir \(ndarray\) is 48x20 but vi \(Tensor\) is 48x40; pass align="resize"'):
+    with pytest.raises(ValueError, match=r'IR \(ndarray\) is 48x20 but VIS \(Tensor\) is 48x40; pass align="resize"'):
         pipe(ir[:20], torch.from_numpy(vi).permute(2, 0, 1))
 
 

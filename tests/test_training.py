@@ -418,7 +418,7 @@ def test_train_command_refuses_bad_settings_without_writing_anything(data, tmp_p
     config.write_text(json.dumps(_cfg(data, 1).to_json()))
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--steps", "0"])
-    assert exit_info.value.code == 2 and "--steps: must be >= 1" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--steps: must be a whole number >= 1" in capsys.readouterr().err
     assert main([*command, "--resume"]) == 2
     assert "nothing to resume in" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # so the corrected command is not refused as a second run

@@ -193,22 +193,28 @@ def _fuse_pair(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
 FOLDER_SETTINGS = ".allinone-fuse.json"
 
 
-def _folder_settings(args, degradation) -> dict:
-    return {"checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else "shipped",
-            "estimator": str(Path(args.estimator).resolve()) if args.estimator else "shipped",
-            "degradation": degradation, "prompt": args.prompt, "align": args.align, "ir_bits": args.ir_bits,
+def _folder_settings(fuser: _Fuser) -> dict:
+    """What decides the images of a folder run; model folders resolved, so that two spellings of one agree."""
+    args = fuser.args
+    return {"checkpoint": str(fuser.pipeline.checkpoint.resolve()),
+            "estimator": str(fuser.pipeline.estimator_path.resolve()),
+            "degradation": fuser.degradation, "prompt": args.prompt, "align": args.align, "ir_bits": args.ir_bits,
             "tile": args.tile, "overlap": args.overlap}
 
 
 def _claim_folder(out: Path, settings: dict, overwrite: bool) -> None:
-    """Record ``settings`` in ``out``; refuse (without ``overwrite``) a folder fused with other settings."""
-    from degradations.io import write_bytes_atomic
+    """Record ``settings`` in ``out``; refuse (without ``overwrite``) a folder fused with other settings, or
+    whose record cannot be read."""
+    from degradations.io import read_json_object, write_bytes_atomic
 
     from ..cli import UserError
 
     record = out / FOLDER_SETTINGS
     if record.is_file() and not overwrite:
-        before = json.loads(record.read_text(encoding="utf-8"))
+        try:
+            before = read_json_object(record, "the settings of a fused folder")
+        except ValueError as exc:
+            raise UserError(f"{exc}; pass --overwrite to redo {out}, or choose another -o") from None
         changed = sorted(key for key in settings.keys() | before.keys() if settings.get(key) != before.get(key))
         if changed:
             was = ", ".join(f"{key} was {before.get(key)!r}" for key in changed)
@@ -230,7 +236,7 @@ def _fuse_folder(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     pairs = find_pairs(ir, vi)
     if args.align == "error":
         require_same_sizes(pairs)
-    _claim_folder(out, _folder_settings(args, fuser.degradation), args.overwrite)
+    _claim_folder(out, _folder_settings(fuser), args.overwrite)
     todo = [pair for pair in pairs if args.overwrite or not (out / f"{pair.name}.png").exists()]
     run_with_background_io(todo, lambda pair: load_pair(pair, args.align, args.ir_bits),
                            lambda pair, tensors: fuser(pair.name, *tensors),
@@ -244,9 +250,9 @@ def _fuse_video(fuser: _Fuser, args, ir: Path, vi: Path, out: Path) -> dict:
     from ..pipeline import image_to_tensor
     from ..video import first_frame, fuse_videos, probe_pair
 
-    probe_pair(ir, vi, args.align)  # a size mismatch must stop the run before the estimator sees a frame
     embedding = fuser.fixed
     if embedding is None:  # auto: judge the clip by its first pair of frames
+        probe_pair(ir, vi, args.align)  # a size mismatch stops the run here, not in the estimator
         ir_first, vi_first = image_to_tensor(first_frame(ir), "ir"), image_to_tensor(first_frame(vi), "vi")
         if args.align == "resize" and ir_first.shape[-2:] != vi_first.shape[-2:]:
             from degradations.pairs import align_to

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from degradations.io import USUAL_FILE_MODE
+from degradations.io import USUAL_FILE_MODE, read_json_object
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -49,12 +49,7 @@ def read_config(folder: str | Path, model_type: str, format_version: int) -> dic
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{folder} holds no saved model ({CONFIG_NAME} not found)")
-    try:
-        document = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{folder / CONFIG_NAME}: not a model config ({exc})") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{folder / CONFIG_NAME}: not a model config (a JSON object is expected)")
+    document = read_json_object(folder / CONFIG_NAME, "a model config")
     found_type, version = document.pop("model_type", None), document.pop("format_version", None)
     if found_type != model_type:
         raise ValueError(f"{folder} holds a {found_type!r} model, expected {model_type!r}")
